@@ -1,0 +1,165 @@
+import re
+
+from django.contrib.postgres.fields import ArrayField
+from django.contrib.postgres.indexes import GinIndex
+from django.db import models
+
+from grouping.hashing import canonical_hash
+from grouping.pipeline import NORMALIZATION_VERSION, normalize
+
+DEFAULT_GROUP_ID = 0
+_NAME_SEPARATORS = re.compile(r"[\s\-]+")
+
+
+def normalize_name(name: str) -> str:
+    """Trim, lower-case, runs of spaces and hyphens become one `_`: "Wish-FE" and "WISH FE" are one service."""
+    return _NAME_SEPARATORS.sub("_", name.strip().lower())
+
+
+class NamedEntity(models.Model):
+    name = models.CharField(max_length=200, help_text="Display name: the first form seen.")
+    normalized_name = models.CharField(max_length=200, unique=True, editable=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        abstract = True
+        ordering = ["normalized_name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def save(self, *args, **kwargs):
+        self.normalized_name = normalize_name(self.name)
+        super().save(*args, **kwargs)
+
+
+class Service(NamedEntity):
+    pass
+
+
+class Environment(NamedEntity):
+    pass
+
+
+class EventGroup(models.Model):
+    """A triage bucket. Group 0, `default`, is created by a migration and can be neither deleted nor renamed."""
+
+    id = models.BigAutoField(primary_key=True)
+    name = models.CharField(max_length=200, unique=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["id"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def is_default(self) -> bool:
+        return self.pk == DEFAULT_GROUP_ID
+
+
+class EventBase(models.Model):
+    """One "issue": every occurrence whose data normalizes to the same processed data."""
+
+    service = models.ForeignKey(Service, on_delete=models.PROTECT, related_name="event_bases")
+    environment = models.ForeignKey(Environment, on_delete=models.PROTECT, related_name="event_bases")
+    event_type = models.CharField(max_length=1024)
+    event_name = models.CharField(max_length=1024)
+    processed_data = models.JSONField()
+    processed_data_hash = models.CharField(max_length=64)
+    normalization_version = models.PositiveSmallIntegerField(default=NORMALIZATION_VERSION)
+    event_group = models.ForeignKey(
+        EventGroup, on_delete=models.SET_DEFAULT, default=DEFAULT_GROUP_ID, related_name="event_bases"
+    )
+    latest_message = models.TextField(blank=True, default="")
+    # Lower-cased name, type, frame functions, modules and filenames and the messages seen (bounded):
+    # what `keywords` searches, through a trigram index.
+    search_text = models.TextField(blank=True, default="", editable=False)
+    # The distinct three-character pieces of the words of search_text, behind a GIN index: a keyword's
+    # pieces must all be here before search_text is compared, which works on any PostgreSQL (no pg_trgm).
+    search_trigrams = ArrayField(models.CharField(max_length=3), default=list, blank=True, editable=False)
+    first_seen = models.DateTimeField()
+    last_seen = models.DateTimeField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["service", "environment", "event_type", "event_name", "processed_data_hash"],
+                name="eventbase_identity",
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["-last_seen", "-id"], name="eventbase_last_seen"),
+            models.Index(fields=["service", "environment"], name="eventbase_service_env"),
+            models.Index(fields=["processed_data_hash"], name="eventbase_hash"),
+            models.Index(fields=["event_group", "-last_seen"], name="eventbase_group"),
+            GinIndex(fields=["search_trigrams"], name="eventbase_search_trigrams"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.event_type} {self.event_name} #{self.pk}"
+
+    def save(self, *args, **kwargs):
+        # Only same-row derived fields here; group assignment and counting live in events.services.
+        self.processed_data_hash = canonical_hash(self.processed_data)
+        super().save(*args, **kwargs)
+
+
+class EventInstance(models.Model):
+    """One concrete variant of a base (same processed stack; different line numbers, vars, ...)."""
+
+    event_base = models.ForeignKey(EventBase, on_delete=models.CASCADE, related_name="instances")
+    generic_data = models.JSONField()
+    generic_data_hash = models.CharField(max_length=64)
+    filters = models.JSONField(default=dict, help_text="The configurable_filters the latest occurrence named.")
+    raw_data = models.JSONField(help_text="The event_data of the latest occurrence.")
+    raw_details = models.JSONField(default=dict, help_text="The extra_args of the latest occurrence.")
+    processed_details = models.JSONField(default=dict)
+    latest_message = models.TextField(blank=True, default="")
+    first_seen = models.DateTimeField()
+    last_seen = models.DateTimeField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["event_base", "generic_data_hash"], name="eventinstance_identity"),
+        ]
+        indexes = [models.Index(fields=["-last_seen", "-id"], name="eventinstance_last_seen")]
+
+    def __str__(self) -> str:
+        return f"instance #{self.pk} of base #{self.event_base_id}"
+
+    def save(self, *args, **kwargs):
+        # Same pure function as the capture path, so an instance made through the ORM agrees with one captured.
+        normalized = normalize(self.raw_data, self.raw_details, self.filters)
+        self.generic_data = normalized.generic_data
+        self.generic_data_hash = normalized.generic_data_hash
+        self.processed_details = normalized.processed_details
+        self.latest_message = normalized.message
+        super().save(*args, **kwargs)
+
+
+class OccurrenceBucket(models.Model):
+    """How many times an instance occurred in one time bucket (EVENTSUM_TIME_INTERVAL minutes, epoch-aligned)."""
+
+    event_instance = models.ForeignKey(EventInstance, on_delete=models.CASCADE, related_name="buckets")
+    # Denormalized from the instance so /search aggregates straight from one index.
+    event_base = models.ForeignKey(EventBase, on_delete=models.CASCADE, related_name="buckets")
+    service = models.ForeignKey(Service, on_delete=models.CASCADE, related_name="+")
+    bucket_start = models.DateTimeField()
+    count = models.BigIntegerField(default=0)
+    last_seen = models.DateTimeField()
+    counters = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["event_instance", "bucket_start"], name="bucket_identity"),
+        ]
+        indexes = [
+            models.Index(fields=["service", "bucket_start"], include=["event_base", "count"], name="bucket_service_time"),
+            models.Index(fields=["event_base", "bucket_start"], include=["count"], name="bucket_base_time"),
+            models.Index(fields=["bucket_start"], name="bucket_time"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.count} × instance #{self.event_instance_id} at {self.bucket_start:%Y-%m-%d %H:%M}"

@@ -1,0 +1,155 @@
+"""Eventsum settings: everything comes from the environment (see .env.example and the README)."""
+
+import os
+from pathlib import Path
+
+from django.core.exceptions import ImproperlyConfigured
+
+from eventsum_project.env import env_bool, env_int, env_list, env_str, env_time_format
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+# --- Django core -----------------------------------------------------------------------------------
+PRODUCTION = env_bool("EVENTSUM_PRODUCTION", False)
+DEBUG = env_bool("EVENTSUM_DEBUG", False)
+if PRODUCTION and DEBUG:
+    raise ImproperlyConfigured("EVENTSUM_DEBUG=true is refused when EVENTSUM_PRODUCTION=true.")
+SECRET_KEY = os.environ.get("SECRET_KEY", "")
+if not SECRET_KEY:
+    if PRODUCTION:
+        raise ImproperlyConfigured("SECRET_KEY must be set when EVENTSUM_PRODUCTION=true.")
+    SECRET_KEY = "insecure-development-key-set-SECRET_KEY-in-production"
+ALLOWED_HOSTS = env_list("EVENTSUM_ALLOWED_HOSTS") or ["*"]
+CSRF_TRUSTED_ORIGINS = env_list("EVENTSUM_CSRF_TRUSTED_ORIGINS")
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "whitenoise.runserver_nostatic",
+    "django.contrib.staticfiles",
+    "django.contrib.postgres",
+    "rest_framework",
+    "rest_framework.authtoken",
+    "django_filters",
+    "drf_spectacular",
+    "grouping",
+    "events",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "eventsum_project.urls"
+WSGI_APPLICATION = "eventsum_project.wsgi.application"
+APPEND_SLASH = False  # every API path answers with and without the slash, without redirects
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+# --- Database --------------------------------------------------------------------------------------
+EVENTSUM_DATA_DIR = Path(env_str("EVENTSUM_DATA_DIR", str(BASE_DIR / ".eventsum"))).resolve()
+DATABASE_URL = os.environ.get("DATABASE_URL", "").strip()
+if DATABASE_URL:
+    import dj_database_url
+
+    _database = dj_database_url.parse(DATABASE_URL)
+    if _database.get("ENGINE") != "django.db.backends.postgresql":
+        raise ImproperlyConfigured("DATABASE_URL must point to PostgreSQL (postgres://...).")
+else:
+    from eventsum_project.embedded_postgres import embedded_database_settings
+
+    _database = embedded_database_settings(EVENTSUM_DATA_DIR)
+_database["CONN_MAX_AGE"] = env_int("EVENTSUM_DB_CONN_MAX_AGE", 60, minimum=0)
+_database["CONN_HEALTH_CHECKS"] = True
+_database.setdefault("OPTIONS", {})["connect_timeout"] = env_int("EVENTSUM_DB_CONNECT_TIMEOUT", 5, minimum=1)
+DATABASES = {"default": _database}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# --- Internationalization: UTC everywhere ----------------------------------------------------------
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+# --- Static files (the admin's CSS and JS), served by whitenoise -----------------------------------
+STATIC_URL = "static/"
+STATIC_ROOT = BASE_DIR / "staticfiles"
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
+}
+WHITENOISE_USE_FINDERS = True  # serve straight from the apps when collectstatic has not been run
+
+# --- Eventsum --------------------------------------------------------------------------------------
+EVENTSUM_TIME_FORMAT = env_time_format("EVENTSUM_TIME_FORMAT", "%Y-%m-%d %H:%M:%S")
+EVENTSUM_TIME_INTERVAL = env_int("EVENTSUM_TIME_INTERVAL", 1, minimum=1)  # bucket size, minutes
+EVENTSUM_AUTO_CREATE = env_bool("EVENTSUM_AUTO_CREATE", True)
+EVENTSUM_INGEST_KEYS = env_list("EVENTSUM_INGEST_KEYS")
+EVENTSUM_PUBLIC_READ = env_bool("EVENTSUM_PUBLIC_READ", False)
+EVENTSUM_MAX_BODY_BYTES = env_int("EVENTSUM_MAX_BODY_BYTES", 1024 * 1024, minimum=1024)
+EVENTSUM_MAX_BATCH = env_int("EVENTSUM_MAX_BATCH", 1000, minimum=1)
+EVENTSUM_RETENTION_DAYS = env_int("EVENTSUM_RETENTION_DAYS", 90, minimum=1)
+
+# Django refuses bigger bodies itself; /capture checks first so it can answer 413.
+DATA_UPLOAD_MAX_MEMORY_SIZE = EVENTSUM_MAX_BODY_BYTES
+DATA_UPLOAD_MAX_NUMBER_FIELDS = 10000
+
+# --- Django REST framework -------------------------------------------------------------------------
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "rest_framework.authentication.TokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["events.permissions.CanRead"],
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "EXCEPTION_HANDLER": "events.errors.exception_handler",
+    "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Eventsum API",
+    "DESCRIPTION": "Capture, search and triage application events.",
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "COMPONENT_SPLIT_REQUEST": True,
+}
+
+# --- Security for production -----------------------------------------------------------------------
+if PRODUCTION:
+    SESSION_COOKIE_SECURE = env_bool("EVENTSUM_SECURE_COOKIES", True)
+    CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
+SECURE_CONTENT_TYPE_NOSNIFF = True
+X_FRAME_OPTIONS = "DENY"
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "root": {"handlers": ["console"], "level": env_str("EVENTSUM_LOG_LEVEL", "INFO").upper()},
+    "loggers": {"django.server": {"level": "WARNING"}},
+}

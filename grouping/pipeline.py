@@ -1,0 +1,95 @@
+"""The normalization pipeline of SPEC section 2: one pure function, used by the capture path and by the
+models' save hooks alike."""
+
+import json
+from dataclasses import dataclass
+
+from grouping.hashing import canonical_json, hash_text
+from grouping.registry import get_filter, get_grouping
+
+# Bump when a built-in filter changes what it produces; stored on each base so a change never silently
+# regroups stored events without anyone being able to tell which rules made a base.
+NORMALIZATION_VERSION = 1
+
+STAGES = ("instance", "base", "extra_args")
+
+
+class FilterFailed(Exception):
+    def __init__(self, stage: str, name: str, error: Exception):
+        self.stage = stage
+        self.name = name
+        super().__init__(f"{stage} filter {name!r} failed on this payload: {type(error).__name__}")
+
+
+@dataclass(frozen=True, slots=True)
+class Normalized:
+    message: str
+    generic_data: dict
+    generic_data_json: str
+    generic_data_hash: str
+    processed_data: dict
+    processed_data_json: str
+    processed_data_hash: str
+    processed_details: dict
+
+
+def message_text(event_data: dict) -> str:
+    """A message that is not a string is kept as its compact JSON text; no message is the empty string."""
+    message = event_data.get("message") if isinstance(event_data, dict) else None
+    if message is None:
+        return ""
+    if isinstance(message, str):
+        return message
+    return json.dumps(message, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+def run_filters(stage: str, names: list[str], data):
+    for name in names:
+        function = get_filter(name)
+        try:
+            data = function(data)
+        except RecursionError:
+            raise
+        except Exception as error:  # a filter is application code: its failure is the payload's 400
+            raise FilterFailed(stage, name, error) from error
+    return data
+
+
+def normalize(event_data: dict, extra_args: dict, filters: dict[str, list[str]]) -> Normalized:
+    instance_data = run_filters("instance", filters.get("instance", ()), event_data)
+    if isinstance(instance_data, dict):
+        generic_data = {key: value for key, value in instance_data.items() if key != "message"}
+    else:
+        generic_data = {"raw_data": instance_data}
+    processed_data = run_filters("base", filters.get("base", ()), generic_data)
+    processed_details = run_filters("extra_args", filters.get("extra_args", ()), extra_args)
+    generic_json = canonical_json(generic_data)
+    processed_json = canonical_json(processed_data)
+    return Normalized(
+        message=message_text(event_data),
+        generic_data=generic_data,
+        generic_data_json=generic_json,
+        generic_data_hash=hash_text(generic_json),
+        processed_data=processed_data,
+        processed_data_json=processed_json,
+        processed_data_hash=hash_text(processed_json),
+        processed_details=processed_details,
+    )
+
+
+def grouping_counters(names: list[str], event: dict) -> dict[str, dict[str, float]]:
+    """Each grouping's counter increments for one occurrence: {grouping name: {key: number}}."""
+    counters = {}
+    for name in names:
+        function = get_grouping(name)
+        try:
+            increments = function(event)
+        except Exception as error:
+            raise FilterFailed("grouping", name, error) from error
+        if not isinstance(increments, dict) or not all(
+            isinstance(key, str) and isinstance(value, (int, float)) and not isinstance(value, bool)
+            for key, value in increments.items()
+        ):
+            raise FilterFailed("grouping", name, TypeError("must return {str: number}"))
+        counters[name] = increments
+    return counters
