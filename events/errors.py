@@ -1,0 +1,85 @@
+"""One error shape for the whole API: DRF's, set here, and never an HTML page or a traceback."""
+
+import logging
+
+from django.db import DatabaseError, InterfaceError, OperationalError
+from django.http import JsonResponse
+from rest_framework import status
+from rest_framework.exceptions import APIException
+from rest_framework.views import exception_handler as drf_exception_handler
+
+logger = logging.getLogger("eventsum")
+
+RETRY_AFTER_SECONDS = "5"
+
+
+class DatabaseUnavailable(APIException):
+    status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+    default_detail = "The database is unavailable; retry shortly."
+    default_code = "database_unavailable"
+
+
+class PayloadTooLarge(APIException):
+    status_code = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
+    default_code = "payload_too_large"
+
+
+class InvalidIngestKey(APIException):
+    status_code = status.HTTP_401_UNAUTHORIZED
+    default_detail = "A valid X-Eventsum-Key header is required."
+    default_code = "not_authenticated"
+
+
+def is_database_outage(error: Exception) -> bool:
+    return isinstance(error, (OperationalError, InterfaceError))
+
+
+def exception_handler(error, context):
+    if is_database_outage(error):
+        logger.warning("database unavailable: %s", type(error).__name__)
+        error = DatabaseUnavailable()
+    response = drf_exception_handler(error, context)
+    if response is not None and response.status_code == status.HTTP_503_SERVICE_UNAVAILABLE:
+        response["Retry-After"] = RETRY_AFTER_SECONDS
+    if response is None and isinstance(error, DatabaseError):
+        logger.exception("database error")
+        return JsonResponse({"detail": "A database error occurred."}, status=500)
+    return response
+
+
+def database_unavailable_response() -> JsonResponse:
+    response = JsonResponse({"detail": DatabaseUnavailable.default_detail}, status=503)
+    response["Retry-After"] = RETRY_AFTER_SECONDS
+    return response
+
+
+class DatabaseOutageMiddleware:
+    """Outside DRF (the admin, /health): a lost database is a 503 with Retry-After, never a 500 page."""
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        return self.get_response(request)
+
+    def process_exception(self, request, exception):
+        if is_database_outage(exception):
+            logger.warning("database unavailable: %s", type(exception).__name__)
+            return database_unavailable_response()
+        return None
+
+
+def not_found(request, exception=None):
+    return JsonResponse({"detail": f"Not found: {request.path}"}, status=404)
+
+
+def server_error(request):
+    return JsonResponse({"detail": "Internal server error."}, status=500)
+
+
+def bad_request(request, exception=None):
+    return JsonResponse({"detail": "Bad request."}, status=400)
+
+
+def permission_denied(request, exception=None):
+    return JsonResponse({"detail": "You do not have permission to perform this action."}, status=403)

@@ -1,0 +1,653 @@
+"""The capture service: every way in (the API view, the admin, management commands, benchmarks, tests)
+calls `capture_events`.
+
+The steps, each a function: validate every payload (all-or-nothing), normalize through the grouping
+pipeline, resolve service and environment ids, coalesce identical occurrences, and write bases, instances
+and buckets with one `INSERT ... ON CONFLICT` statement, so that concurrent captures never duplicate a
+row or lose a count and a batch is stored whole or not at all.
+"""
+
+import json
+import re
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+from django.conf import settings
+from django.db import DatabaseError, IntegrityError, connection, transaction
+from psycopg2 import errors as pg_errors
+
+from events.models import DEFAULT_GROUP_ID, Environment, Service, normalize_name
+from events.timeparse import bucket_start, parse_time
+from grouping.hashing import canonical_json
+from grouping.pipeline import NORMALIZATION_VERSION, FilterFailed, grouping_counters, normalize
+from grouping.registry import FILTERS, GROUPINGS, unknown_filters, unknown_groupings
+from grouping.search_text import search_text_for, trigrams_of
+
+MAX_NAME_LENGTH = 200
+MAX_TEXT_LENGTH = 1024
+FUTURE_TOLERANCE = timedelta(minutes=10)
+FILTER_STAGES = ("instance", "base", "extra_args")
+KNOWN_FIELDS = frozenset(
+    {
+        "service",
+        "environment",
+        "event_name",
+        "event_type",
+        "event_data",
+        "extra_args",
+        "timestamp",
+        "configurable_filters",
+        "configurable_groupings",
+    }
+)
+
+
+class CaptureInvalid(Exception):
+    """A payload that can't be stored; `detail` is the DRF-shaped error naming what is wrong."""
+
+    def __init__(self, detail: dict):
+        self.detail = detail
+        super().__init__(detail)
+
+
+@dataclass(frozen=True, slots=True)
+class CaptureResult:
+    event_base_id: int
+    event_instance_id: int
+    event_group_id: int
+
+
+@dataclass(slots=True)
+class PreparedEvent:
+    service_key: str
+    service_name: str
+    environment_key: str
+    environment_name: str
+    event_type: str
+    event_name: str
+    occurred_at: datetime
+    message: str
+    processed_data: dict
+    processed_data_json: str
+    processed_data_hash: str
+    generic_data_json: str
+    generic_data_hash: str
+    raw_data_json: str
+    raw_details_json: str
+    processed_details_json: str
+    filters_json: str
+    counters: dict
+
+
+# --- 1. validation and normalization ----------------------------------------------------------------
+
+
+def prepare_event(payload, received_at: datetime) -> PreparedEvent:
+    if not isinstance(payload, dict):
+        raise CaptureInvalid({"non_field_errors": [f"Expected an event object, got {_json_type(payload)}."]})
+    errors: dict[str, list[str]] = {}
+
+    def required_text(name: str, max_length: int) -> str:
+        value = payload.get(name)
+        if value is None:
+            errors[name] = ["This field is required."]
+        elif not isinstance(value, str):
+            errors[name] = [f"Expected a string, got {_json_type(value)}."]
+        elif not value.strip():
+            errors[name] = ["This field may not be blank."]
+        elif len(value) > max_length:
+            errors[name] = [f"Ensure this field has no more than {max_length} characters."]
+        else:
+            return value
+        return ""
+
+    service = required_text("service", MAX_NAME_LENGTH)
+    event_name = required_text("event_name", MAX_TEXT_LENGTH)
+    event_type = required_text("event_type", MAX_TEXT_LENGTH)
+
+    environment = payload.get("environment")
+    if environment is None or (isinstance(environment, str) and not environment.strip()):
+        environment = "default"
+    elif not isinstance(environment, str):
+        errors["environment"] = [f"Expected a string, got {_json_type(environment)}."]
+    elif len(environment) > MAX_NAME_LENGTH:
+        errors["environment"] = [f"Ensure this field has no more than {MAX_NAME_LENGTH} characters."]
+
+    event_data = payload.get("event_data")
+    if event_data is None:
+        errors["event_data"] = ["This field is required."]
+    elif not isinstance(event_data, dict):
+        errors["event_data"] = [f"Expected an object with message and raw_data, got {_json_type(event_data)}."]
+
+    extra_args = payload.get("extra_args")
+    if extra_args is None:
+        extra_args = {}
+    elif not isinstance(extra_args, dict):
+        errors["extra_args"] = [f"Expected an object, got {_json_type(extra_args)}."]
+
+    filters = _validate_filters(payload.get("configurable_filters"), errors)
+    groupings = _validate_groupings(payload.get("configurable_groupings"), errors)
+
+    occurred_at = received_at
+    if payload.get("timestamp") is not None:
+        try:
+            occurred_at = parse_time(payload["timestamp"])
+        except ValueError as error:
+            errors["timestamp"] = [str(error)]
+        else:
+            if occurred_at > received_at + FUTURE_TOLERANCE:
+                occurred_at = received_at  # a client clock far ahead must not create future buckets
+
+    unknown = sorted(set(payload) - KNOWN_FIELDS)
+    if unknown:
+        errors["non_field_errors"] = [f"Unknown fields: {', '.join(unknown)}."]
+    if errors:
+        raise CaptureInvalid(errors)
+
+    try:
+        normalized = normalize(event_data, extra_args, filters)
+        counters = grouping_counters(
+            groupings,
+            {"message": normalized.message, "event_data": event_data, "extra_args": extra_args},
+        )
+        raw_data_json = _json(event_data)
+        raw_details_json = _json(extra_args)
+        processed_details_json = _json(normalized.processed_details)
+    except FilterFailed as error:
+        key = "configurable_groupings" if error.stage == "grouping" else "configurable_filters"
+        raise CaptureInvalid({key: [str(error)]}) from None
+    except RecursionError:
+        raise CaptureInvalid({"event_data": ["Nested too deeply."]}) from None
+    except (TypeError, ValueError) as error:
+        raise CaptureInvalid({"configurable_filters": [f"The filters produced data that is not JSON: {error}"]}) from None
+
+    return PreparedEvent(
+        service_key=normalize_name(service),
+        service_name=service.strip(),
+        environment_key=normalize_name(environment),
+        environment_name=environment.strip(),
+        event_type=event_type,
+        event_name=event_name,
+        occurred_at=occurred_at,
+        message=normalized.message,
+        processed_data=normalized.processed_data,
+        processed_data_json=normalized.processed_data_json,
+        processed_data_hash=normalized.processed_data_hash,
+        generic_data_json=normalized.generic_data_json,
+        generic_data_hash=normalized.generic_data_hash,
+        raw_data_json=raw_data_json,
+        raw_details_json=raw_details_json,
+        processed_details_json=processed_details_json,
+        filters_json=_json(filters),
+        counters=counters,
+    )
+
+
+def _validate_filters(value, errors: dict) -> dict[str, list[str]]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        errors["configurable_filters"] = [f"Expected an object with lists instance, base, extra_args, got {_json_type(value)}."]
+        return {}
+    problems = []
+    filters = {}
+    for stage, names in value.items():
+        if stage not in FILTER_STAGES:
+            problems.append(f"Unknown stage {stage!r}; use {', '.join(FILTER_STAGES)}.")
+        elif names is None:
+            continue
+        elif not isinstance(names, list) or not all(isinstance(name, str) for name in names):
+            problems.append(f"{stage}: expected a list of filter names.")
+        elif names:
+            filters[stage] = names
+    unknown = unknown_filters([name for names in filters.values() for name in names])
+    if unknown:
+        problems.append(
+            f"Unknown filters: {', '.join(sorted(set(unknown)))}. Registered filters: {', '.join(sorted(FILTERS))}."
+        )
+    if problems:
+        errors["configurable_filters"] = problems
+    return filters
+
+
+def _validate_groupings(value, errors: dict) -> list[str]:
+    if value is None:
+        return []
+    if not isinstance(value, list) or not all(isinstance(name, str) for name in value):
+        errors["configurable_groupings"] = ["Expected a list of grouping names."]
+        return []
+    unknown = unknown_groupings(value)
+    if unknown:
+        errors["configurable_groupings"] = [
+            f"Unknown groupings: {', '.join(sorted(set(unknown)))}. "
+            f"Registered groupings: {', '.join(sorted(GROUPINGS))}."
+        ]
+        return []
+    return list(dict.fromkeys(value))  # a grouping named twice still counts an occurrence once
+
+
+def _json(value) -> str:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+def _json_type(value) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float)):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "an array"
+    return "an object"
+
+
+# --- 2. services and environments ---------------------------------------------------------------------
+
+# Ids never change for a name, so each process remembers them; a stale entry (the row was deleted) shows
+# up as a foreign key violation, on which the caches are dropped and the capture retried once.
+_id_caches: dict[type, dict[str, int]] = {Service: {}, Environment: {}}
+
+
+def clear_id_caches() -> None:
+    for cache in _id_caches.values():
+        cache.clear()
+
+
+def resolve_ids(model: type, names: dict[str, str], field_name: str) -> dict[str, int]:
+    """Map normalized names to ids, creating unknown ones (unless EVENTSUM_AUTO_CREATE=false)."""
+    cache = _id_caches[model]
+    missing = [key for key in names if key not in cache]
+    if missing:
+        table = model._meta.db_table
+        with connection.cursor() as cursor:
+            cursor.execute(f"SELECT normalized_name, id FROM {table} WHERE normalized_name = ANY(%s)", [missing])
+            cache.update(cursor.fetchall())
+            missing = [key for key in missing if key not in cache]
+            if missing and not settings.EVENTSUM_AUTO_CREATE:
+                cursor.execute(f"SELECT name FROM {table} ORDER BY normalized_name")
+                known = [row[0] for row in cursor.fetchall()]
+                raise CaptureInvalid(
+                    {
+                        field_name: [
+                            f"Unknown {field_name} {', '.join(repr(names[key]) for key in missing)}; "
+                            f"known: {', '.join(known) or 'none'}. EVENTSUM_AUTO_CREATE is off."
+                        ]
+                    }
+                )
+            if missing:
+                # DO NOTHING instead of a no-op update: no row lock is held for the rest of the capture.
+                cursor.execute(
+                    f"INSERT INTO {table} (normalized_name, name, created_at) "
+                    "SELECT key, name, now() FROM unnest(%s::text[], %s::text[]) AS t(key, name) ORDER BY key "
+                    "ON CONFLICT (normalized_name) DO NOTHING RETURNING normalized_name, id",
+                    [missing, [names[key] for key in missing]],
+                )
+                cache.update(cursor.fetchall())
+                still = [key for key in missing if key not in cache]
+                if still:  # created concurrently by another capture: visible to this new statement
+                    cursor.execute(f"SELECT normalized_name, id FROM {table} WHERE normalized_name = ANY(%s)", [still])
+                    cache.update(cursor.fetchall())
+    return {key: cache[key] for key in names}
+
+
+# --- 3. coalescing ------------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class _BaseRow:
+    key: tuple
+    event: PreparedEvent
+    first_seen: datetime
+    last_seen: datetime
+    message: str
+    instances: dict = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class _InstanceRow:
+    event: PreparedEvent
+    first_seen: datetime
+    last_seen: datetime
+    buckets: dict = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class _BucketRow:
+    count: int
+    last_seen: datetime
+    counters: dict
+
+
+def _merge_counters(into: dict, more: dict) -> None:
+    for grouping_name, increments in more.items():
+        totals = into.setdefault(grouping_name, {})
+        for key, value in increments.items():
+            totals[key] = totals.get(key, 0) + value
+
+
+def coalesce(events: list[PreparedEvent], service_ids: dict, environment_ids: dict) -> dict[tuple, _BaseRow]:
+    """Group occurrences by base, instance and bucket, so each row is written once per batch."""
+    bases: dict[tuple, _BaseRow] = {}
+    for event in events:
+        key = (
+            service_ids[event.service_key],
+            environment_ids[event.environment_key],
+            event.event_type,
+            event.event_name,
+            event.processed_data_hash,
+        )
+        moment = event.occurred_at
+        base = bases.get(key)
+        if base is None:
+            base = bases[key] = _BaseRow(key, event, moment, moment, event.message)
+        else:
+            base.first_seen = min(base.first_seen, moment)
+            if moment >= base.last_seen:
+                base.last_seen, base.message = moment, event.message
+        instance = base.instances.get(event.generic_data_hash)
+        if instance is None:
+            instance = base.instances[event.generic_data_hash] = _InstanceRow(event, moment, moment)
+        else:
+            instance.first_seen = min(instance.first_seen, moment)
+            if moment >= instance.last_seen:
+                instance.last_seen, instance.event = moment, event
+        start = bucket_start(moment)
+        bucket = instance.buckets.get(start)
+        if bucket is None:
+            instance.buckets[start] = _BucketRow(1, moment, _copy_counters(event.counters))
+        else:
+            bucket.count += 1
+            bucket.last_seen = max(bucket.last_seen, moment)
+            _merge_counters(bucket.counters, event.counters)
+    return bases
+
+
+def _copy_counters(counters: dict) -> dict:
+    return {name: dict(increments) for name, increments in counters.items()}
+
+
+# --- 4. the write ---------------------------------------------------------------------------------------
+
+# One statement: PostgreSQL runs it atomically, so a batch is stored whole or not at all, in one round
+# trip. Rows are fed in a fixed order (bases by key, their instances by hash, their buckets by time), so
+# concurrent batches take row locks in the same order.
+UPSERT_SQL = """
+WITH base_input AS (
+    SELECT * FROM unnest(
+        %(b_idx)s::int[], %(b_service)s::bigint[], %(b_environment)s::bigint[], %(b_type)s::text[],
+        %(b_name)s::text[], %(b_hash)s::text[], %(b_data)s::jsonb[], %(b_message)s::text[],
+        %(b_search_text)s::text[], %(b_trigrams)s::text[], %(b_first)s::timestamptz[], %(b_last)s::timestamptz[]
+    ) AS t(idx, service_id, environment_id, event_type, event_name, hash, data, message, search_text,
+           trigrams, first_seen, last_seen)
+), bases AS (
+    INSERT INTO events_eventbase AS b (
+        service_id, environment_id, event_type, event_name, processed_data_hash, processed_data,
+        normalization_version, event_group_id, latest_message, search_text, search_trigrams, first_seen, last_seen
+    )
+    SELECT service_id, environment_id, event_type, event_name, hash, data, %(version)s, %(default_group)s,
+           message, search_text, string_to_array(trigrams, ' '), first_seen, last_seen
+    FROM base_input ORDER BY idx
+    ON CONFLICT ON CONSTRAINT eventbase_identity DO UPDATE SET
+        first_seen = LEAST(b.first_seen, EXCLUDED.first_seen),
+        last_seen = GREATEST(b.last_seen, EXCLUDED.last_seen),
+        latest_message = CASE WHEN EXCLUDED.last_seen >= b.last_seen
+                              THEN EXCLUDED.latest_message ELSE b.latest_message END,
+        -- a message not seen before joins the searchable text (bounded, so a message with ids in it
+        -- can't grow the row forever)
+        search_text = CASE WHEN length(b.search_text) > %(search_cap)s
+                              OR strpos(b.search_text, lower(EXCLUDED.latest_message)) > 0
+                           THEN b.search_text
+                           ELSE b.search_text || E'\\n' || lower(EXCLUDED.latest_message) END,
+        search_trigrams = CASE WHEN length(b.search_text) > %(search_cap)s
+                                 OR strpos(b.search_text, lower(EXCLUDED.latest_message)) > 0
+                              THEN b.search_trigrams
+                              ELSE ARRAY(SELECT DISTINCT unnest(b.search_trigrams || EXCLUDED.search_trigrams)) END
+    RETURNING id, service_id, environment_id, event_type, event_name, processed_data_hash, event_group_id
+), instance_input AS (
+    SELECT * FROM unnest(
+        %(i_idx)s::int[], %(i_base_idx)s::int[], %(i_hash)s::text[], %(i_generic)s::jsonb[],
+        %(i_filters)s::jsonb[], %(i_raw)s::jsonb[], %(i_details)s::jsonb[], %(i_processed_details)s::jsonb[],
+        %(i_message)s::text[], %(i_first)s::timestamptz[], %(i_last)s::timestamptz[]
+    ) AS t(idx, base_idx, hash, generic_data, filters, raw_data, raw_details, processed_details, message,
+           first_seen, last_seen)
+), instance_bases AS (
+    SELECT ii.*, bases.id AS base_id, bases.service_id, bases.event_group_id
+    FROM instance_input ii
+    JOIN base_input bi ON bi.idx = ii.base_idx
+    JOIN bases ON (bases.service_id, bases.environment_id, bases.event_type, bases.event_name,
+                   bases.processed_data_hash)
+                = (bi.service_id, bi.environment_id, bi.event_type, bi.event_name, bi.hash)
+), instances AS (
+    INSERT INTO events_eventinstance AS i (
+        event_base_id, generic_data_hash, generic_data, filters, raw_data, raw_details, processed_details,
+        latest_message, first_seen, last_seen
+    )
+    SELECT base_id, hash, generic_data, filters, raw_data, raw_details, processed_details, message,
+           first_seen, last_seen
+    FROM instance_bases ORDER BY idx
+    ON CONFLICT ON CONSTRAINT eventinstance_identity DO UPDATE SET
+        first_seen = LEAST(i.first_seen, EXCLUDED.first_seen),
+        last_seen = GREATEST(i.last_seen, EXCLUDED.last_seen),
+        raw_data = CASE WHEN EXCLUDED.last_seen >= i.last_seen THEN EXCLUDED.raw_data ELSE i.raw_data END,
+        raw_details = CASE WHEN EXCLUDED.last_seen >= i.last_seen THEN EXCLUDED.raw_details ELSE i.raw_details END,
+        processed_details = CASE WHEN EXCLUDED.last_seen >= i.last_seen
+                                 THEN EXCLUDED.processed_details ELSE i.processed_details END,
+        filters = CASE WHEN EXCLUDED.last_seen >= i.last_seen THEN EXCLUDED.filters ELSE i.filters END,
+        latest_message = CASE WHEN EXCLUDED.last_seen >= i.last_seen
+                              THEN EXCLUDED.latest_message ELSE i.latest_message END
+    RETURNING id, event_base_id, generic_data_hash
+), resolved AS (
+    SELECT ib.idx, instances.id AS instance_id, ib.base_id, ib.service_id, ib.event_group_id
+    FROM instance_bases ib
+    JOIN instances ON instances.event_base_id = ib.base_id AND instances.generic_data_hash = ib.hash
+), bucket_input AS (
+    SELECT * FROM unnest(
+        %(k_instance_idx)s::int[], %(k_start)s::timestamptz[], %(k_count)s::bigint[],
+        %(k_last)s::timestamptz[], %(k_counters)s::jsonb[]
+    ) AS t(instance_idx, bucket_start, count, last_seen, counters)
+), buckets AS (
+    INSERT INTO events_occurrencebucket AS o (
+        event_instance_id, event_base_id, service_id, bucket_start, count, last_seen, counters
+    )
+    SELECT r.instance_id, r.base_id, r.service_id, k.bucket_start, k.count, k.last_seen, k.counters
+    FROM bucket_input k JOIN resolved r ON r.idx = k.instance_idx
+    ORDER BY k.instance_idx, k.bucket_start
+    ON CONFLICT ON CONSTRAINT bucket_identity DO UPDATE SET
+        count = o.count + EXCLUDED.count,
+        last_seen = GREATEST(o.last_seen, EXCLUDED.last_seen),
+        counters = CASE WHEN EXCLUDED.counters = '{}'::jsonb THEN o.counters
+                        ELSE eventsum_merge_counters(o.counters, EXCLUDED.counters) END
+    RETURNING 1
+)
+SELECT r.idx, r.instance_id, r.base_id, r.event_group_id, (SELECT count(*) FROM buckets)
+FROM resolved r
+"""
+
+SEARCH_TEXT_CAP = 8000
+
+
+def _upsert_parameters(bases: dict[tuple, _BaseRow]) -> tuple[dict, list[tuple]]:
+    """Flatten the coalesced rows into the statement's arrays; returns them and each instance's (base, hash)."""
+    p = {name: [] for name in (
+        "b_idx", "b_service", "b_environment", "b_type", "b_name", "b_hash", "b_data", "b_message",
+        "b_search_text", "b_trigrams", "b_first", "b_last",
+        "i_idx", "i_base_idx", "i_hash", "i_generic", "i_filters", "i_raw", "i_details",
+        "i_processed_details", "i_message", "i_first", "i_last",
+        "k_instance_idx", "k_start", "k_count", "k_last", "k_counters",
+    )}
+    instance_keys = []
+    for base_idx, key in enumerate(sorted(bases)):
+        base = bases[key]
+        event = base.event
+        search_text = search_text_for(event.event_type, event.event_name, event.processed_data, base.message)
+        p["b_idx"].append(base_idx)
+        p["b_service"].append(key[0])
+        p["b_environment"].append(key[1])
+        p["b_type"].append(event.event_type)
+        p["b_name"].append(event.event_name)
+        p["b_hash"].append(event.processed_data_hash)
+        p["b_data"].append(event.processed_data_json)
+        p["b_message"].append(base.message)
+        p["b_search_text"].append(search_text)
+        p["b_trigrams"].append(" ".join(sorted(trigrams_of(search_text))))
+        p["b_first"].append(base.first_seen)
+        p["b_last"].append(base.last_seen)
+        for generic_hash in sorted(base.instances):
+            instance = base.instances[generic_hash]
+            latest = instance.event
+            instance_idx = len(instance_keys)
+            instance_keys.append((key, generic_hash))
+            p["i_idx"].append(instance_idx)
+            p["i_base_idx"].append(base_idx)
+            p["i_hash"].append(generic_hash)
+            p["i_generic"].append(latest.generic_data_json)
+            p["i_filters"].append(latest.filters_json)
+            p["i_raw"].append(latest.raw_data_json)
+            p["i_details"].append(latest.raw_details_json)
+            p["i_processed_details"].append(latest.processed_details_json)
+            p["i_message"].append(latest.message)
+            p["i_first"].append(instance.first_seen)
+            p["i_last"].append(instance.last_seen)
+            for start in sorted(instance.buckets):
+                bucket = instance.buckets[start]
+                p["k_instance_idx"].append(instance_idx)
+                p["k_start"].append(start)
+                p["k_count"].append(bucket.count)
+                p["k_last"].append(bucket.last_seen)
+                p["k_counters"].append(_json(bucket.counters))
+    p.update(version=NORMALIZATION_VERSION, default_group=DEFAULT_GROUP_ID, search_cap=SEARCH_TEXT_CAP)
+    return p, instance_keys
+
+
+RETRYABLE = (pg_errors.DeadlockDetected, pg_errors.SerializationFailure)
+
+
+def write_occurrences(bases: dict[tuple, _BaseRow]) -> dict[tuple, tuple[int, int, int]]:
+    """Upsert everything; returns {(base key, generic hash): (base id, instance id, group id)}."""
+    parameters, instance_keys = _upsert_parameters(bases)
+    for attempt in range(5):
+        try:
+            with transaction.atomic(), connection.cursor() as cursor:
+                cursor.execute(UPSERT_SQL, parameters)
+                rows = cursor.fetchall()
+            break
+        except DatabaseError as error:
+            if not isinstance(error.__cause__, RETRYABLE) or attempt == 4:
+                raise
+            time.sleep(0.01 * (attempt + 1))  # rare: lock order can't be fully fixed across a hash join
+    if len(rows) != len(instance_keys):
+        raise DatabaseError(f"capture wrote {len(rows)} instances, expected {len(instance_keys)}")
+    return {instance_keys[idx]: (base_id, instance_id, group_id) for idx, instance_id, base_id, group_id, _ in rows}
+
+
+# --- the entry point --------------------------------------------------------------------------------------
+
+
+def capture_events(payloads: list, *, received_at: datetime | None = None) -> list[CaptureResult]:
+    """Validate, normalize and store occurrences; all or nothing. Raises CaptureInvalid on any bad payload
+    (errors keyed by index when more than one payload is given)."""
+    received_at = received_at or datetime.now(UTC)
+    events = _prepare_all(payloads, received_at)
+    try:
+        return _store(events)
+    except IntegrityError as error:
+        if not isinstance(error.__cause__, pg_errors.ForeignKeyViolation):
+            raise
+        clear_id_caches()  # a cached service or environment was deleted
+        return _store(events)
+
+
+def _prepare_all(payloads: list, received_at: datetime) -> list[PreparedEvent]:
+    if len(payloads) == 1:
+        return [prepare_event(payloads[0], received_at)]
+    events, errors = [], {}
+    for index, payload in enumerate(payloads):
+        try:
+            events.append(prepare_event(payload, received_at))
+        except CaptureInvalid as invalid:
+            errors[str(index)] = invalid.detail
+    if errors:
+        raise CaptureInvalid(errors)
+    return events
+
+
+def _store(events: list[PreparedEvent]) -> list[CaptureResult]:
+    service_ids = resolve_ids(Service, {e.service_key: e.service_name for e in events}, "service")
+    environment_ids = resolve_ids(Environment, {e.environment_key: e.environment_name for e in events}, "environment")
+    bases = coalesce(events, service_ids, environment_ids)
+    written = write_occurrences(bases)
+    results = []
+    for event in events:
+        key = (
+            service_ids[event.service_key],
+            environment_ids[event.environment_key],
+            event.event_type,
+            event.event_name,
+            event.processed_data_hash,
+        )
+        base_id, instance_id, group_id = written[(key, event.generic_data_hash)]
+        results.append(CaptureResult(base_id, instance_id, group_id))
+    return results
+
+
+# --- reading a request body -------------------------------------------------------------------------------
+
+_NEEDS_SANITIZING = re.compile(rb"\\u(?:0000|[dD][89a-fA-F])")
+
+
+def parse_capture_body(body: bytes) -> list:
+    """Decode a /capture body into a list of payloads; CaptureInvalid names what is wrong with it."""
+    try:
+        data = json.loads(body, parse_constant=_reject_constant, parse_float=_finite_float)
+    except RecursionError:
+        raise CaptureInvalid({"detail": "JSON nested too deeply."}) from None
+    except UnicodeDecodeError:
+        raise CaptureInvalid({"detail": "Body is not valid UTF-8."}) from None
+    except ValueError as error:
+        raise CaptureInvalid({"detail": f"Invalid JSON: {error}"}) from None
+    if _NEEDS_SANITIZING.search(body):
+        data = _sanitize(data)
+    if isinstance(data, list):
+        if not data:
+            raise CaptureInvalid({"detail": "Empty array: send at least one event."})
+        if len(data) > settings.EVENTSUM_MAX_BATCH:
+            raise CaptureInvalid(
+                {"detail": f"Array of {len(data)} events exceeds EVENTSUM_MAX_BATCH={settings.EVENTSUM_MAX_BATCH}."}
+            )
+        return data
+    if isinstance(data, dict):
+        return [data]
+    raise CaptureInvalid({"detail": f"Expected an event object or an array of them, got {_json_type(data)}."})
+
+
+def _reject_constant(name: str):
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if value in (float("inf"), float("-inf")):
+        raise ValueError(f"number {text[:40]} is out of range")
+    return value
+
+
+def _sanitize(value):
+    """NUL can't be stored by PostgreSQL and lone surrogates can't be encoded: both become U+FFFD."""
+    if isinstance(value, str):
+        if "\x00" in value:
+            value = value.replace("\x00", "\ufffd")
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            value = value.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+        return value
+    if isinstance(value, dict):
+        return {_sanitize(key): _sanitize(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_sanitize(item) for item in value]
+    return value
+

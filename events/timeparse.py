@@ -1,0 +1,67 @@
+"""Time strings in and out: EVENTSUM_TIME_FORMAT (UTC), ISO 8601 with an offset, or Unix epoch seconds."""
+
+import math
+from datetime import UTC, datetime, timedelta
+
+from django.conf import settings
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def parse_time(value) -> datetime:
+    """An aware UTC datetime, or ValueError with a message a client can act on."""
+    if isinstance(value, bool) or value is None:
+        raise ValueError("expected a time string or Unix epoch seconds")
+    if isinstance(value, (int, float)):
+        return _from_epoch(value)
+    if not isinstance(value, str):
+        raise ValueError("expected a time string or Unix epoch seconds")
+    text = value.strip()
+    try:
+        return datetime.strptime(text, settings.EVENTSUM_TIME_FORMAT).replace(tzinfo=UTC)
+    except ValueError:
+        pass
+    try:
+        return _from_epoch(float(text))
+    except ValueError:
+        pass
+    try:
+        parsed = datetime.fromisoformat(text.replace("Z", "+00:00") if text.endswith("Z") else text)
+    except ValueError:
+        raise ValueError(
+            f"{value!r} is not a time: use {settings.EVENTSUM_TIME_FORMAT!r} (UTC), ISO 8601 with an offset, "
+            "or Unix epoch seconds"
+        ) from None
+    if parsed.tzinfo is None:
+        return parsed.replace(tzinfo=UTC)
+    return parsed.astimezone(UTC)
+
+
+def _from_epoch(seconds: float) -> datetime:
+    if not math.isfinite(seconds):
+        raise ValueError("epoch seconds must be finite")
+    try:
+        return EPOCH + timedelta(seconds=seconds)
+    except OverflowError:
+        raise ValueError(f"epoch seconds {seconds} is out of range") from None
+
+
+def format_time(value: datetime | None) -> str | None:
+    if value is None:
+        return None
+    return value.astimezone(UTC).strftime(settings.EVENTSUM_TIME_FORMAT)
+
+
+def bucket_seconds() -> int:
+    return settings.EVENTSUM_TIME_INTERVAL * 60
+
+
+def bucket_start(moment: datetime) -> datetime:
+    """The start of the epoch-aligned bucket holding `moment`."""
+    size = bucket_seconds()
+    seconds = (moment - EPOCH) // timedelta(seconds=1)
+    return EPOCH + timedelta(seconds=seconds - seconds % size)
+
+
+def to_unix_ms(moment: datetime) -> int:
+    return (moment - EPOCH) // timedelta(milliseconds=1)
