@@ -1,0 +1,132 @@
+"""Shared actors and factories. Everything runs on real PostgreSQL through Django's test client."""
+
+import copy
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from django.contrib.auth.models import Permission, User
+from rest_framework.authtoken.models import Token
+from rest_framework.test import APIClient
+
+from events.services import clear_id_caches
+
+SEED = Path(__file__).resolve().parent.parent.parent / "shared" / "seed" / "000_2f75dfde6c405cfd.txt"
+
+# The user's example request, verbatim from their endpoint document.
+EXAMPLE_EVENT = {
+    "extra_args": {},
+    "event_type": "python",
+    "service": "WISH FE",
+    "event_name": "ZeroDivisionError",
+    "environment": "PROD",
+    "timestamp": "2017-12-13 21:23:10",
+    "configurable_filters": {
+        "instance": ["exception_python_process_stack_vars"],
+        "base": ["exception_python_remove_line_no", "exception_python_remove_stack_vars"],
+        "extra_args": [],
+    },
+    "event_data": {
+        "raw_data": {
+            "frames": [
+                {
+                    "function": "<module>",
+                    "abs_path": "/home/jwen/ContextLogic/test/server.py",
+                    "pre_context": ["def func4(a):", "    return func3(a)", "", "if __name__ == '__main__':", "    try:"],
+                    "post_context": [
+                        "    except Exception as e:",
+                        "        exc_typ, exc_value, tb = sys.exc_info()",
+                        "        data = {}",
+                        "        data['timestamp'] = datetime.utcnow().strftime(\"%Y-%m-%d %H:%M:%S\")",
+                        "        data['service'] = 'WISH FE'",
+                    ],
+                    "module": "__main__",
+                    "filename": "test/server.py",
+                    "lineno": 21,
+                    "context_line": "        print func4(3)",
+                },
+                {
+                    "function": "func4",
+                    "abs_path": "/home/jwen/ContextLogic/test/server.py",
+                    "pre_context": ["", "def func3(a):", "    return func2(a)", "", "def func4(a):"],
+                    "post_context": ["", "if __name__ == '__main__':", "    try:", "        print func4(3)", "    except Exception as e:"],
+                    "module": "__main__",
+                    "filename": "test/server.py",
+                    "lineno": 17,
+                    "context_line": "    return func3(a)",
+                },
+            ]
+        },
+        "message": "integer division or modulo by zero",
+    },
+    "configurable_groupings": [],
+}
+
+
+def make_event(**changes) -> dict:
+    """The example event with top-level fields replaced; `lineno`, `vars` and `message` reach into event_data."""
+    event = copy.deepcopy(EXAMPLE_EVENT)
+    event["timestamp"] = changes.pop("timestamp", datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S"))
+    if "lineno" in changes:
+        event["event_data"]["raw_data"]["frames"][1]["lineno"] = changes.pop("lineno")
+    if "vars" in changes:
+        event["event_data"]["raw_data"]["frames"][1]["vars"] = changes.pop("vars")
+    if "message" in changes:
+        event["event_data"]["message"] = changes.pop("message")
+    event.update(changes)
+    return event
+
+
+def post_json(client, path: str, data, **extra):
+    return client.post(path, data=json.dumps(data), content_type="application/json", **extra)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_id_caches():
+    # Services and environments are cached per process; each test starts on an emptied database.
+    clear_id_caches()
+    yield
+    clear_id_caches()
+
+
+@pytest.fixture
+def anonymous():
+    return APIClient()
+
+
+def _user_client(username: str, *permissions: str, **flags) -> tuple[APIClient, User]:
+    user = User.objects.create_user(username=username, password="pw-" + username, **flags)
+    for codename in permissions:
+        user.user_permissions.add(Permission.objects.get(codename=codename))
+    client = APIClient()
+    token = Token.objects.create(user=user)
+    client.credentials(HTTP_AUTHORIZATION=f"Token {token.key}")
+    return client, user
+
+
+@pytest.fixture
+def reader(db):
+    return _user_client("reader")[0]
+
+
+@pytest.fixture
+def triager(db):
+    return _user_client("triager", "change_eventbase")[0]
+
+
+@pytest.fixture
+def superuser(db):
+    return _user_client("root", is_staff=True, is_superuser=True)[0]
+
+
+@pytest.fixture
+def capture(client, db):
+    """Post one event (or a list) to /capture and return the decoded answer, asserting 200."""
+
+    def send(event):
+        response = post_json(client, "/capture", event)
+        assert response.status_code == 200, response.content
+        return response.json()
+
+    return send

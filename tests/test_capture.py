@@ -1,0 +1,341 @@
+import json
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from events.models import Environment, EventBase, EventGroup, EventInstance, OccurrenceBucket, Service
+from grouping.registry import FILTERS, register_filter
+from tests.conftest import EXAMPLE_EVENT, make_event, post_json
+
+pytestmark = pytest.mark.django_db
+
+
+def test_it_stores_the_users_example_event_and_returns_the_ids(client):
+    response = post_json(client, "/capture", EXAMPLE_EVENT)
+
+    assert response.status_code == 200
+    body = response.json()
+    base = EventBase.objects.get()
+    instance = EventInstance.objects.get()
+    assert body == {"event_base_id": base.id, "event_instance_id": instance.id, "event_group_id": 0}
+    assert base.service.name == "WISH FE"
+    assert base.environment.normalized_name == "prod"
+    assert (base.event_type, base.event_name) == ("python", "ZeroDivisionError")
+    frames = base.processed_data["raw_data"]["frames"]
+    assert all("lineno" not in frame for frame in frames)
+    assert instance.raw_data == EXAMPLE_EVENT["event_data"]
+    assert instance.latest_message == "integer division or modulo by zero"
+    bucket = OccurrenceBucket.objects.get()
+    assert (bucket.count, bucket.bucket_start) == (1, datetime(2017, 12, 13, 21, 23, tzinfo=UTC))
+    assert bucket.last_seen == datetime(2017, 12, 13, 21, 23, 10, tzinfo=UTC)
+
+
+def test_it_answers_with_and_without_a_trailing_slash(client):
+    assert post_json(client, "/capture/", make_event()).status_code == 200
+    assert post_json(client, "/capture", make_event()).status_code == 200
+    assert OccurrenceBucket.objects.get().count == 2
+
+
+def test_it_accepts_any_content_type(client):
+    response = client.post("/capture", data=json.dumps(make_event()), content_type="text/plain")
+    assert response.status_code == 200
+
+
+def test_it_keeps_the_instance_when_only_a_memory_address_in_vars_differs(capture):
+    first = capture(make_event(vars={"obj": "<Foo object at 0x7f3a2c1b5d30>"}))
+    second = capture(make_event(vars={"obj": "<Foo object at 0x7f00deadbeef>"}))
+    assert second["event_instance_id"] == first["event_instance_id"]
+    assert OccurrenceBucket.objects.get().count == 2
+
+
+def test_it_keeps_the_base_but_makes_a_new_instance_when_only_line_numbers_differ(capture):
+    first = capture(make_event(lineno=17))
+    second = capture(make_event(lineno=99))
+    assert second["event_base_id"] == first["event_base_id"]
+    assert second["event_instance_id"] != first["event_instance_id"]
+
+
+def test_it_makes_a_new_base_for_a_different_event_name(capture):
+    first = capture(make_event())
+    second = capture(make_event(event_name="ValueError"))
+    assert second["event_base_id"] != first["event_base_id"]
+
+
+def test_it_keeps_the_instance_when_only_the_message_differs_and_remembers_the_latest(capture):
+    first = capture(make_event(message="one", timestamp="2020-01-01 00:00:00"))
+    second = capture(make_event(message="two", timestamp="2020-01-01 00:00:30"))
+    capture(make_event(message="older", timestamp="2019-01-01 00:00:00"))
+    assert second["event_instance_id"] == first["event_instance_id"]
+    instance = EventInstance.objects.get()
+    assert instance.latest_message == "two"
+    assert instance.first_seen == datetime(2019, 1, 1, tzinfo=UTC)
+    assert EventBase.objects.get().latest_message == "two"
+
+
+def test_it_keeps_a_non_string_message_as_compact_json(capture):
+    capture(make_event(message={"code": 7, "why": "ü"}))
+    assert EventInstance.objects.get().latest_message == '{"code":7,"why":"ü"}'
+
+
+def test_it_treats_spelling_variants_of_a_service_as_one_and_keeps_the_first_display_name(capture):
+    for name in ("WISH FE", "wish_fe", "Wish-FE", "  wish - fe "):
+        capture(make_event(service=name))
+    service = Service.objects.get()
+    assert (service.name, service.normalized_name) == ("WISH FE", "wish_fe")
+    assert EventBase.objects.count() == 1
+
+
+def test_it_defaults_the_environment_and_normalizes_its_name(capture):
+    capture(make_event(environment=None))
+    capture(make_event(environment="Stage Two"))
+    assert sorted(Environment.objects.values_list("normalized_name", flat=True)) == ["default", "stage_two"]
+
+
+def test_it_refuses_unknown_names_when_auto_create_is_off(client, settings):
+    Service.objects.create(name="Known Service")
+    Environment.objects.create(name="prod")
+    settings.EVENTSUM_AUTO_CREATE = False
+
+    response = post_json(client, "/capture", make_event(service="Other"))
+
+    assert response.status_code == 400
+    message = response.json()["service"][0]
+    assert "'Other'" in message and "Known Service" in message
+    assert post_json(client, "/capture", make_event(service="known-service")).status_code == 200
+    assert post_json(client, "/capture", make_event(environment="qa")).status_code == 400
+    assert Service.objects.count() == 1
+
+
+def test_it_stores_an_array_and_answers_in_the_same_order(client):
+    events = [make_event(), make_event(event_name="KeyError"), make_event()]
+    response = post_json(client, "/capture", events)
+    assert response.status_code == 200
+    results = response.json()["results"]
+    assert [r["event_base_id"] for r in results] == [results[0]["event_base_id"], results[1]["event_base_id"]] + [
+        results[0]["event_base_id"]
+    ]
+    assert results[0]["event_base_id"] != results[1]["event_base_id"]
+    assert sum(OccurrenceBucket.objects.values_list("count", flat=True)) == 3
+
+
+def test_an_array_with_one_bad_item_stores_nothing_and_names_the_index(client):
+    events = [make_event(), make_event(event_type=5), make_event()]
+    response = post_json(client, "/capture", events)
+    assert response.status_code == 400
+    assert response.json() == {"1": {"event_type": ["Expected a string, got a number."]}}
+    assert not EventBase.objects.exists() and not Service.objects.exists()
+
+
+@pytest.mark.parametrize(
+    ("change", "field", "words"),
+    [
+        ({"service": None}, "service", "required"),
+        ({"service": "   "}, "service", "blank"),
+        ({"service": ["a"]}, "service", "string"),
+        ({"event_name": ""}, "event_name", "blank"),
+        ({"event_type": 3}, "event_type", "string"),
+        ({"event_data": "text"}, "event_data", "object"),
+        ({"event_data": None}, "event_data", "required"),
+        ({"extra_args": [1]}, "extra_args", "object"),
+        ({"environment": 12}, "environment", "string"),
+        ({"timestamp": "yesterday"}, "timestamp", "'yesterday'"),
+        ({"timestamp": True}, "timestamp", "time"),
+        ({"timestamp": 1e300}, "timestamp", "range"),
+        ({"configurable_filters": ["a"]}, "configurable_filters", "object"),
+        ({"configurable_filters": {"instance": "x"}}, "configurable_filters", "list"),
+        ({"configurable_filters": {"everything": []}}, "configurable_filters", "'everything'"),
+        ({"configurable_groupings": "count_by_message"}, "configurable_groupings", "list"),
+        ({"event_name": "x" * 1025}, "event_name", "1024"),
+        ({"servce": "typo"}, "non_field_errors", "servce"),
+    ],
+)
+def test_it_answers_400_naming_the_bad_field(client, change, field, words):
+    response = post_json(client, "/capture", make_event(**change))
+    assert response.status_code == 400
+    errors = response.json()
+    assert list(errors) == [field], errors
+    assert words in " ".join(errors[field])
+    assert not EventBase.objects.exists()
+
+
+def test_an_unknown_filter_lists_the_unknown_and_the_registered_names(client):
+    event = make_event(configurable_filters={"base": ["exception_python_remove_line_no", "no_such_filter"]})
+    response = post_json(client, "/capture", event)
+    assert response.status_code == 400
+    message = response.json()["configurable_filters"][0]
+    assert "Unknown filters: no_such_filter." in message
+    assert "exception_python_remove_stack_vars" in message
+
+
+def test_an_unknown_grouping_lists_the_registered_ones(client):
+    response = post_json(client, "/capture", make_event(configurable_groupings=["count_by_colour"]))
+    assert response.status_code == 400
+    message = response.json()["configurable_groupings"][0]
+    assert "count_by_colour" in message and "count_by_message" in message
+
+
+@pytest.fixture
+def failing_filter():
+    @register_filter("test_always_fails")
+    def always_fails(data):
+        raise KeyError("boom")
+
+    yield "test_always_fails"
+    del FILTERS["test_always_fails"]
+
+
+def test_a_filter_failing_on_the_payload_is_a_400_naming_it(client, failing_filter):
+    response = post_json(client, "/capture", make_event(configurable_filters={"instance": [failing_filter]}))
+    assert response.status_code == 400
+    assert "test_always_fails" in response.json()["configurable_filters"][0]
+
+
+@pytest.mark.parametrize(
+    ("body", "words"),
+    [
+        (b"{not json", "Invalid JSON"),
+        (b"", "Invalid JSON"),
+        (b"42", "number"),
+        (b'"text"', "string"),
+        (b"null", "null"),
+        (b"[]", "Empty array"),
+        (b"\xff\xfe\xfa{}", "UTF-8"),
+        (b'{"service": NaN}', "NaN"),
+        (b'{"a": 1e999}', "out of range"),
+        (b"[" * 100000 + b"]" * 100000, "deeply"),
+    ],
+)
+def test_hostile_bodies_get_a_400_never_a_500(client, body, words):
+    response = client.post("/capture", data=body, content_type="application/json")
+    assert response.status_code == 400
+    assert words in response.json()["detail"]
+
+
+def test_a_batch_over_the_maximum_is_refused(client, settings):
+    settings.EVENTSUM_MAX_BATCH = 2
+    response = post_json(client, "/capture", [make_event()] * 3)
+    assert response.status_code == 400
+    assert "EVENTSUM_MAX_BATCH=2" in response.json()["detail"]
+
+
+def test_a_body_over_the_size_limit_is_a_413(client, settings):
+    settings.EVENTSUM_MAX_BODY_BYTES = 2000
+    event = make_event(extra_args={"blob": "x" * 3000})
+    response = post_json(client, "/capture", event)
+    assert response.status_code == 413
+    assert "EVENTSUM_MAX_BODY_BYTES=2000" in response.json()["detail"]
+    assert not EventBase.objects.exists()
+
+
+def test_nul_characters_and_lone_surrogates_are_stored_as_replacement_characters(client):
+    body = json.dumps(make_event(message="a\u0000b", extra_args={"k\u0000": "\ud800x"}))
+    response = client.post("/capture", data=body, content_type="application/json")
+    assert response.status_code == 200
+    instance = EventInstance.objects.get()
+    assert instance.latest_message == "a\ufffdb"
+    assert instance.raw_details == {"k\ufffd": "\ufffdx"}
+
+
+def test_huge_integers_and_deep_but_legal_nesting_are_stored(client):
+    nested = current = {}
+    for _ in range(200):
+        current["n"] = {}
+        current = current["n"]
+    event = make_event(extra_args={"big": 10**300, "nested": nested})
+    assert post_json(client, "/capture", event).status_code == 200
+    assert EventInstance.objects.get().raw_details["big"] == 10**300
+
+
+class TestIngestKeys:
+    @pytest.fixture(autouse=True)
+    def keys(self, settings):
+        settings.EVENTSUM_INGEST_KEYS = ["key-one", "key-two"]
+
+    def test_it_answers_401_without_a_key(self, client):
+        response = post_json(client, "/capture", make_event())
+        assert response.status_code == 401
+        assert "X-Eventsum-Key" in response.json()["detail"]
+
+    def test_it_answers_401_with_a_wrong_key(self, client):
+        assert post_json(client, "/capture", make_event(), HTTP_X_EVENTSUM_KEY="key-three").status_code == 401
+
+    def test_it_stores_with_any_valid_key(self, client):
+        assert post_json(client, "/capture", make_event(), HTTP_X_EVENTSUM_KEY="key-two").status_code == 200
+
+
+class TestTimestamps:
+    def test_it_accepts_iso_8601_with_an_offset(self, capture):
+        capture(make_event(timestamp="2021-03-04T10:00:30+02:00"))
+        assert OccurrenceBucket.objects.get().last_seen == datetime(2021, 3, 4, 8, 0, 30, tzinfo=UTC)
+
+    def test_it_accepts_unix_epoch_seconds(self, capture):
+        capture(make_event(timestamp=1600000000))
+        capture(make_event(timestamp="1600000001.5"))
+        bucket = OccurrenceBucket.objects.get()
+        assert bucket.count == 2
+        assert bucket.last_seen == datetime(2020, 9, 13, 12, 26, 41, 500000, tzinfo=UTC)
+
+    def test_it_clamps_a_timestamp_far_in_the_future_to_receive_time(self, capture):
+        future = (datetime.now(UTC) + timedelta(days=2)).strftime("%Y-%m-%d %H:%M:%S")
+        capture(make_event(timestamp=future))
+        assert OccurrenceBucket.objects.get().last_seen <= datetime.now(UTC)
+
+    def test_it_defaults_to_receive_time(self, capture):
+        event = make_event()
+        del event["timestamp"]
+        before = datetime.now(UTC)
+        capture(event)
+        assert before <= OccurrenceBucket.objects.get().last_seen <= datetime.now(UTC)
+
+    def test_buckets_follow_the_configured_interval(self, capture, settings):
+        settings.EVENTSUM_TIME_INTERVAL = 5
+        capture(make_event(timestamp="2020-01-01 00:07:59"))
+        capture(make_event(timestamp="2020-01-01 00:05:00"))
+        capture(make_event(timestamp="2020-01-01 00:10:00"))
+        starts = list(OccurrenceBucket.objects.order_by("bucket_start").values_list("bucket_start", "count"))
+        assert starts == [
+            (datetime(2020, 1, 1, 0, 5, tzinfo=UTC), 2),
+            (datetime(2020, 1, 1, 0, 10, tzinfo=UTC), 1),
+        ]
+
+
+def test_count_by_message_counts_per_message_across_requests_and_arrays(client, capture):
+    def event(message):
+        return make_event(message=message, configurable_groupings=["count_by_message"], timestamp="2020-01-01 00:00:01")
+
+    capture(event("a"))
+    capture([event("a"), event("b"), event("a")])
+    assert OccurrenceBucket.objects.get().counters == {"count_by_message": {"a": 3, "b": 1}}
+
+
+def test_the_orm_save_path_derives_the_same_hashes_as_the_capture_path(capture):
+    result = capture(EXAMPLE_EVENT)
+    captured = EventInstance.objects.get(pk=result["event_instance_id"])
+    base = captured.event_base
+
+    copy = EventInstance(
+        event_base=base,
+        raw_data=EXAMPLE_EVENT["event_data"],
+        raw_details={},
+        filters=captured.filters,
+        first_seen=captured.first_seen,
+        last_seen=captured.last_seen,
+    )
+    # A different base row so the unique constraint does not stop the save; only derived fields matter.
+    other = EventBase(
+        service=base.service,
+        environment=base.environment,
+        event_type="other",
+        event_name=base.event_name,
+        processed_data=base.processed_data,
+        first_seen=base.first_seen,
+        last_seen=base.last_seen,
+    )
+    other.save()
+    copy.event_base = other
+    copy.save()
+
+    assert copy.generic_data_hash == captured.generic_data_hash
+    assert copy.generic_data == captured.generic_data
+    assert other.processed_data_hash == base.processed_data_hash
+    assert other.event_group_id == EventGroup.objects.get(name="default").id == 0
