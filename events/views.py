@@ -3,16 +3,35 @@
 import hmac
 
 from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.db.models import Count
+from django_filters.rest_framework import DjangoFilterBackend
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiExample, extend_schema, inline_serializer
-from rest_framework import serializers
+from drf_spectacular.utils import OpenApiExample, OpenApiParameter, extend_schema, inline_serializer
+from rest_framework import serializers, status, viewsets
 from rest_framework.exceptions import ValidationError
+from rest_framework.generics import GenericAPIView, ListAPIView
 from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from events.errors import InvalidIngestKey, PayloadTooLarge
+from events.filters import EventSearchFilterSet
+from events.models import Environment, EventBase, EventGroup, Service
+from events.permissions import CanReadOrTriage, CanTriage
+from events.schema import search_parameters
+from events.selectors import instance_detail, search_bases
+from events.serializers import (
+    AssignGroupResultSerializer,
+    AssignGroupSerializer,
+    DetailSerializer,
+    EnvironmentSerializer,
+    EventGroupSerializer,
+    SearchResultSerializer,
+    ServiceSerializer,
+)
 from events.services import CaptureInvalid, capture_events, parse_capture_body
+from events.triage import TriageInvalid, assign_groups, delete_group
 
 CaptureResultSerializer = inline_serializer(
     "CaptureResult",
@@ -93,3 +112,123 @@ class CaptureView(APIView):
         if len(body) > limit:
             raise too_large
         return body
+
+
+class SearchView(GenericAPIView):
+    """GET /search: the bases with occurrences in a time window, with counts and datapoints."""
+
+    queryset = EventBase.objects.none()
+    filterset_class = EventSearchFilterSet
+    filter_backends = [DjangoFilterBackend]  # documents the parameters; search_bases applies them
+    pagination_class = None
+
+    @extend_schema(parameters=search_parameters(), responses={200: SearchResultSerializer})
+    def get(self, request):
+        return Response({"events": search_bases(request.query_params)})
+
+
+class DetailView(APIView):
+    """GET /detail: one event instance with its latest raw data and its base."""
+
+    @extend_schema(
+        parameters=[
+            OpenApiParameter("event_instance_id", int, description="Event instance id (required)."),
+            OpenApiParameter("event_id", int, description="Alias of event_instance_id."),
+        ],
+        responses={200: DetailSerializer},
+    )
+    def get(self, request):
+        name = "event_instance_id" if "event_instance_id" in request.query_params else "event_id"
+        raw = request.query_params.get(name)
+        if raw is None:
+            raise ValidationError({"event_instance_id": ["This parameter is required (event_id is accepted too)."]})
+        try:
+            instance_id = int(raw)
+            if not 1 <= instance_id < 2**63:
+                raise ValueError
+        except ValueError:
+            raise ValidationError({name: [f"{raw!r} is not a valid id."]}) from None
+        return Response(instance_detail(instance_id))
+
+
+class AssignGroupView(APIView):
+    """POST /assign_group: one {event_id, group_id} object or an array; all or nothing."""
+
+    permission_classes = [CanTriage]
+
+    @extend_schema(request=AssignGroupSerializer(many=True), responses={200: AssignGroupResultSerializer})
+    def post(self, request):
+        many = isinstance(request.data, list)
+        if many and not request.data:
+            raise ValidationError({"detail": "Empty array: send at least one assignment."})
+        serializer = AssignGroupSerializer(data=request.data, many=many)
+        serializer.is_valid(raise_exception=True)
+        items = serializer.validated_data if many else [serializer.validated_data]
+        try:
+            updated = assign_groups([(item["event_id"], item["group_id"]) for item in items], request.user)
+        except TriageInvalid as invalid:
+            raise ValidationError(invalid.detail) from None
+        return Response({"updated": updated})
+
+
+class EventGroupViewSet(viewsets.ModelViewSet):
+    """/groups: list with base counts, create one or many, retrieve, partial update, delete."""
+
+    serializer_class = EventGroupSerializer
+    permission_classes = [CanReadOrTriage]
+    pagination_class = None
+    http_method_names = ["get", "post", "patch", "put", "delete", "head", "options"]
+
+    def get_queryset(self):
+        return EventGroup.objects.annotate(base_count=Count("event_bases")).order_by("id")
+
+    @extend_schema(request=EventGroupSerializer(many=True), responses={201: EventGroupSerializer(many=True)})
+    def create(self, request, *args, **kwargs):
+        many = isinstance(request.data, list)
+        if many and not request.data:
+            raise ValidationError({"detail": "Empty array: send at least one group."})
+        serializer = self.get_serializer(data=request.data, many=many)
+        serializer.is_valid(raise_exception=True)
+        names = [item["name"] for item in (serializer.validated_data if many else [serializer.validated_data])]
+        if duplicates := sorted({name for name in names if names.count(name) > 1}):
+            raise ValidationError({"name": [f"Named more than once: {', '.join(duplicates)}."]})
+        try:
+            with transaction.atomic():
+                serializer.save()
+        except IntegrityError:
+            raise ValidationError({"name": ["An event group with this name already exists."]}) from None
+        for group in serializer.instance if many else [serializer.instance]:
+            group.base_count = 0
+        return Response(serializer.data, status=status.HTTP_201_CREATED)
+
+    def perform_update(self, serializer):
+        try:
+            with transaction.atomic():
+                serializer.save()
+        except IntegrityError:
+            raise ValidationError({"name": ["An event group with this name already exists."]}) from None
+
+    def destroy(self, request, *args, **kwargs):
+        try:
+            delete_group(self.get_object(), request.user)
+        except TriageInvalid as invalid:
+            raise ValidationError(invalid.detail) from None
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class ServiceListView(ListAPIView):
+    """GET /services: ids and names."""
+
+    queryset = Service.objects.order_by("id")
+    serializer_class = ServiceSerializer
+    pagination_class = None
+    filter_backends = []
+
+
+class EnvironmentListView(ListAPIView):
+    """GET /environments: ids and names."""
+
+    queryset = Environment.objects.order_by("id")
+    serializer_class = EnvironmentSerializer
+    pagination_class = None
+    filter_backends = []

@@ -1,5 +1,7 @@
 from django.contrib import admin
-from django.urls import path, re_path
+from django.urls import include, path, re_path
+from drf_spectacular.views import SpectacularAPIView
+from rest_framework.routers import SimpleRouter
 
 from events import views
 
@@ -14,7 +16,23 @@ def api(route: str, view, name: str):
     return re_path(rf"^{route}/?$", view, name=name)
 
 
+class OptionalSlashRouter(SimpleRouter):
+    def __init__(self):
+        super().__init__()
+        self.trailing_slash = "/?"
+
+
+router = OptionalSlashRouter()
+router.register("groups", views.EventGroupViewSet, basename="group")
+
 urlpatterns = [
     api("capture", views.CaptureView.as_view(), "capture"),
+    api("search", views.SearchView.as_view(), "search"),
+    api("detail", views.DetailView.as_view(), "detail"),
+    api("assign_group", views.AssignGroupView.as_view(), "assign-group"),
+    api("services", views.ServiceListView.as_view(), "services"),
+    api("environments", views.EnvironmentListView.as_view(), "environments"),
+    api("schema", SpectacularAPIView.as_view(), "schema"),
+    path("", include(router.urls)),
     path("admin/", admin.site.urls),
 ]

@@ -1,0 +1,102 @@
+"""The parameters of GET /search, as a django-filter FilterSet: validation and the filters on event bases."""
+
+from datetime import UTC, datetime, timedelta
+
+import django_filters
+from django import forms
+from django.db.models import Q
+
+from events.models import EventBase
+from events.timeparse import parse_time
+from grouping.search_text import trigrams_of
+
+MAX_LIMIT = 1000
+DEFAULT_LIMIT = 100
+DEFAULT_WINDOW = timedelta(hours=1)
+SORTS = ("count", "recent", "increased")
+
+
+class TimeFormField(forms.Field):
+    def to_python(self, value):
+        if value in self.empty_values:
+            return None
+        try:
+            return parse_time(value)
+        except ValueError as error:
+            raise forms.ValidationError(str(error)) from None
+
+
+class TimeFilter(django_filters.Filter):
+    """A window edge; the selector applies it to occurrence buckets, not to the bases."""
+
+    field_class = TimeFormField
+
+    def filter(self, qs, value):
+        return qs
+
+
+class SearchForm(forms.Form):
+    def clean(self):
+        data = super().clean()
+        if not self.errors and data.get("service_id") is None and not data.get("service"):
+            raise forms.ValidationError({"service_id": "This parameter is required (or give `service` by name)."})
+        end = data.get("end_time") or datetime.now(UTC)
+        start = data.get("start_time") or end - DEFAULT_WINDOW
+        if start >= end:
+            raise forms.ValidationError({"start_time": f"start_time must be before end_time ({start} >= {end})."})
+        data["start_time"], data["end_time"] = start, end
+        data["limit"] = data.get("limit") or DEFAULT_LIMIT
+        data["sort"] = data.get("sort") or "count"
+        return data
+
+
+class EventSearchFilterSet(django_filters.FilterSet):
+    service_id = django_filters.NumberFilter(field_name="service_id", min_value=1, help_text="Service id (required unless `service` is given).")
+    service = django_filters.CharFilter(method="filter_service_name", help_text="Service by name, any spelling.")
+    env_id = django_filters.NumberFilter(field_name="environment_id", min_value=1, help_text="Environment id.")
+    environment = django_filters.CharFilter(method="filter_environment_name", help_text="Environment by name.")
+    group_id = django_filters.NumberFilter(field_name="event_group_id", min_value=0, help_text="Group id.")
+    hash = django_filters.CharFilter(field_name="processed_data_hash", max_length=64, help_text="processed_data_hash.")
+    keywords = django_filters.CharFilter(
+        method="filter_keywords",
+        max_length=500,
+        help_text="Whitespace-separated words; each must appear, case-insensitively, in the name, type, "
+        "a message, or a frame's function, module or filename.",
+    )
+    start_time = TimeFilter(help_text="Window start (inclusive); default end_time minus one hour.")
+    end_time = TimeFilter(help_text="Window end (exclusive); default now.")
+    limit = django_filters.NumberFilter(
+        method="no_filter", min_value=1, max_value=MAX_LIMIT, help_text=f"At most {MAX_LIMIT}; default {DEFAULT_LIMIT}."
+    )
+    sort = django_filters.ChoiceFilter(
+        method="no_filter",
+        choices=[(sort, sort) for sort in SORTS],
+        help_text="count (default: total in the window, descending), recent (last seen), or increased.",
+    )
+
+    class Meta:
+        model = EventBase
+        fields = []
+        form = SearchForm
+
+    def filter_service_name(self, queryset, name, value):
+        from events.models import normalize_name
+
+        return queryset.filter(service__normalized_name=normalize_name(value))
+
+    def filter_environment_name(self, queryset, name, value):
+        from events.models import normalize_name
+
+        return queryset.filter(environment__normalized_name=normalize_name(value))
+
+    def filter_keywords(self, queryset, name, value):
+        for word in value.lower().split():
+            condition = Q(search_text__contains=word)
+            pieces = trigrams_of(word)
+            if pieces:  # served by the GIN index; search_text confirms the word itself
+                condition &= Q(search_trigrams__contains=sorted(pieces))
+            queryset = queryset.filter(condition)
+        return queryset
+
+    def no_filter(self, queryset, name, value):
+        return queryset

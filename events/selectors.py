@@ -1,0 +1,161 @@
+"""Reads: /search and /detail. A constant number of queries whatever the number of results."""
+
+import json
+import math
+from datetime import datetime, timedelta
+
+from django.db import connection
+from django.db.models import Max, Q, Sum
+from django.http import Http404
+from rest_framework.exceptions import ValidationError
+
+from events.filters import EventSearchFilterSet
+from events.models import EventBase, EventInstance, OccurrenceBucket
+from events.timeparse import EPOCH, bucket_seconds, bucket_start, format_time, to_unix_ms
+
+MAX_DATAPOINTS = 200
+
+
+def search_bases(params) -> list[dict]:
+    filterset = EventSearchFilterSet(params, queryset=EventBase.objects.all())
+    if not filterset.is_valid():
+        raise ValidationError(filterset.errors)
+    options = filterset.form.cleaned_data
+    start, end = options["start_time"], options["end_time"]
+
+    buckets = OccurrenceBucket.objects.filter(
+        bucket_start__gte=start, bucket_start__lt=end, event_base__in=filterset.qs.values("id")
+    )
+    if options.get("service_id") is not None:  # lets the (service, bucket_start) index do the work
+        buckets = buckets.filter(service_id=options["service_id"])
+    ranked = buckets.values("event_base_id").annotate(total=Sum("count"))
+    sort = options["sort"]
+    if sort == "recent":
+        ranked = ranked.annotate(last_seen=Max("event_base__last_seen")).order_by("-last_seen", "-event_base_id")
+    elif sort == "increased":
+        middle = start + (end - start) / 2
+        later = Sum("count", filter=Q(bucket_start__gte=middle), default=0)
+        earlier = Sum("count", filter=Q(bucket_start__lt=middle), default=0)
+        ranked = ranked.annotate(increase=later - earlier).filter(increase__gt=0).order_by("-increase", "-event_base_id")
+    else:
+        ranked = ranked.order_by("-total", "-event_base_id")
+    totals = {row["event_base_id"]: row["total"] for row in ranked[: options["limit"]]}
+    if not totals:
+        return []
+
+    ids = list(totals)
+    bases = {base.id: base for base in EventBase.objects.filter(id__in=ids)}
+    datapoints = _datapoints(ids, start, end)
+    instance_ids = _instance_ids(ids, start, end)
+    return [
+        {
+            "id": base_id,
+            "event_type": bases[base_id].event_type,
+            "event_name": bases[base_id].event_name,
+            "event_group_id": bases[base_id].event_group_id,
+            "event_environment_id": bases[base_id].environment_id,
+            "service_id": bases[base_id].service_id,
+            "total_count": totals[base_id],
+            "processed_data": bases[base_id].processed_data,
+            "hash": bases[base_id].processed_data_hash,
+            "instance_ids": instance_ids.get(base_id, []),
+            "datapoints": datapoints[base_id],
+            "first_seen": format_time(bases[base_id].first_seen),
+            "last_seen": format_time(bases[base_id].last_seen),
+            "message": bases[base_id].latest_message,
+        }
+        for base_id in ids
+    ]
+
+
+def datapoint_step(start: datetime, end: datetime) -> tuple[datetime, int, int]:
+    """The first point, the step in seconds (a multiple of the bucket size) and the number of points."""
+    size = bucket_seconds()
+    first = bucket_start(start)
+    buckets = math.ceil((end - first).total_seconds() / size)
+    step = size * max(1, math.ceil(buckets / MAX_DATAPOINTS))
+    points = math.ceil((end - first).total_seconds() / step)
+    return first, step, points
+
+
+def _datapoints(base_ids: list[int], start: datetime, end: datetime) -> dict[int, list[dict]]:
+    first, step, points = datapoint_step(start, end)
+    first_epoch = (first - EPOCH).total_seconds()
+    series = {base_id: [0] * points for base_id in base_ids}
+    with connection.cursor() as cursor:
+        cursor.execute(
+            """
+            SELECT event_base_id, floor((extract(epoch FROM bucket_start) - %s) / %s)::int AS slot, sum(count)
+            FROM events_occurrencebucket
+            WHERE event_base_id = ANY(%s) AND bucket_start >= %s AND bucket_start < %s
+            GROUP BY 1, 2
+            """,
+            [first_epoch, step, base_ids, start, end],
+        )
+        for base_id, slot, count in cursor.fetchall():
+            series[base_id][slot] += int(count)
+    starts = [to_unix_ms(first + timedelta(seconds=step * index)) for index in range(points)]
+    return {
+        base_id: [{"count": count, "start": at} for count, at in zip(counts, starts, strict=True)]
+        for base_id, counts in series.items()
+    }
+
+
+def _instance_ids(base_ids: list[int], start: datetime, end: datetime) -> dict[int, list[int]]:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            """
+            SELECT event_base_id, array_agg(DISTINCT event_instance_id ORDER BY event_instance_id)
+            FROM events_occurrencebucket
+            WHERE event_base_id = ANY(%s) AND bucket_start >= %s AND bucket_start < %s
+            GROUP BY 1
+            """,
+            [base_ids, start, end],
+        )
+        return dict(cursor.fetchall())
+
+
+def instance_detail(instance_id: int) -> dict:
+    instance = (
+        EventInstance.objects.select_related("event_base")
+        .filter(pk=instance_id)
+        .first()
+    )
+    if instance is None:
+        raise Http404(f"No event instance with id {instance_id}.")
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT COALESCE(sum(count), 0), eventsum_sum_counters(counters) FILTER (WHERE counters <> '{}'::jsonb) "
+            "FROM events_occurrencebucket WHERE event_instance_id = %s",
+            [instance_id],
+        )
+        total_count, counters = cursor.fetchone()
+    counters = json.loads(counters) if counters else {}  # Django leaves jsonb from raw SQL as text
+    base = instance.event_base
+    return {
+        "event_instance_id": instance.id,
+        "event_base_id": base.id,
+        "event_group_id": base.event_group_id,
+        "event_environment_id": base.environment_id,
+        "service_id": base.service_id,
+        "event_type": base.event_type,
+        "event_name": base.event_name,
+        "message": instance.latest_message,
+        "raw_data": instance.raw_data,
+        "raw_details": instance.raw_details,
+        "generic_data": instance.generic_data,
+        "processed_data": base.processed_data,
+        "processed_details": instance.processed_details,
+        "first_seen": format_time(instance.first_seen),
+        "last_seen": format_time(instance.last_seen),
+        "total_count": int(total_count),
+        "counters": _plain_numbers(counters),
+    }
+
+
+def _plain_numbers(counters: dict) -> dict:
+    """jsonb sums come back as floats or ints; keep whole numbers as ints."""
+    return {
+        name: {key: int(value) if float(value).is_integer() else value for key, value in values.items()}
+        for name, values in counters.items()
+    }

@@ -1,0 +1,79 @@
+"""Triage writes, shared by the API and the admin: group assignment and group deletion.
+
+Every change is recorded in the admin history (LogEntry) with the user who made it, whichever way it came.
+"""
+
+from django.contrib.admin.models import CHANGE, DELETION, LogEntry
+from django.contrib.contenttypes.models import ContentType
+from django.db import connection, transaction
+
+from events.models import DEFAULT_GROUP_ID, EventBase, EventGroup
+
+
+class TriageInvalid(Exception):
+    def __init__(self, detail: dict):
+        self.detail = detail
+        super().__init__(detail)
+
+
+def assign_groups(assignments: list[tuple[int, int]], user, *, via: str = "API") -> int:
+    """Move each base to its group, all or nothing; returns how many bases changed group."""
+    wanted = dict(assignments)  # a base named twice: the last assignment wins
+    with transaction.atomic():
+        known_bases = set(EventBase.objects.filter(id__in=wanted).values_list("id", flat=True))
+        known_groups = dict(EventGroup.objects.filter(id__in=set(wanted.values())).values_list("id", "name"))
+        errors = {}
+        if unknown := sorted(set(wanted) - known_bases):
+            errors["event_id"] = [f"Unknown event base ids: {', '.join(map(str, unknown))}."]
+        if unknown := sorted(set(wanted.values()) - set(known_groups)):
+            errors["group_id"] = [f"Unknown group ids: {', '.join(map(str, unknown))}."]
+        if errors:
+            raise TriageInvalid(errors)
+        with connection.cursor() as cursor:
+            # One statement for the whole batch; rows already in their group are left alone.
+            cursor.execute(
+                """
+                UPDATE events_eventbase AS b SET event_group_id = v.group_id
+                FROM unnest(%s::bigint[], %s::bigint[]) AS v(id, group_id)
+                WHERE b.id = v.id AND b.event_group_id <> v.group_id
+                RETURNING b.id, v.group_id
+                """,
+                [list(wanted), list(wanted.values())],
+            )
+            changed = cursor.fetchall()
+        _log(
+            user,
+            EventBase,
+            [(base_id, f"event base #{base_id}", f"Assigned to group {known_groups[g]!r} (#{g}) via {via}.")
+             for base_id, g in changed],
+            CHANGE,
+        )
+    return len(changed)
+
+
+def delete_group(group: EventGroup, user, *, via: str = "API") -> int:
+    """Delete a group after moving its bases to group 0; returns how many bases moved."""
+    if group.pk == DEFAULT_GROUP_ID:
+        raise TriageInvalid({"detail": "Group 0 (default) cannot be deleted."})
+    with transaction.atomic():
+        moved = EventBase.objects.filter(event_group=group).update(event_group_id=DEFAULT_GROUP_ID)
+        _log(user, EventGroup, [(group.pk, group.name, f"Deleted via {via}; {moved} bases moved to group 0.")], DELETION)
+        group.delete()
+    return moved
+
+
+def _log(user, model, entries: list[tuple[int, str, str]], action_flag: int) -> None:
+    if not entries or user is None or not user.is_authenticated:
+        return
+    content_type = ContentType.objects.get_for_model(model)
+    LogEntry.objects.bulk_create(
+        LogEntry(
+            user_id=user.pk,
+            content_type=content_type,
+            object_id=str(object_id),
+            object_repr=representation[:200],
+            action_flag=action_flag,
+            change_message=message,
+        )
+        for object_id, representation, message in entries
+    )

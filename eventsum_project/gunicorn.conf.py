@@ -1,0 +1,17 @@
+"""Gunicorn settings for `scripts/run`; every value can be overridden from the environment."""
+
+import multiprocessing
+import os
+
+bind = os.environ.get("EVENTSUM_BIND", "0.0.0.0:8080")
+workers = int(os.environ.get("EVENTSUM_WORKERS", multiprocessing.cpu_count() * 2))
+worker_class = "sync"
+# A request in flight when SIGTERM arrives gets this long to finish before the worker is stopped.
+graceful_timeout = int(os.environ.get("EVENTSUM_GRACEFUL_TIMEOUT", 30))
+timeout = 60
+keepalive = 5
+max_requests = 20000  # recycle workers now and then, so memory stays flat over weeks
+max_requests_jitter = 2000
+accesslog = None  # Eventsum logs one line per request itself (events.logging)
+errorlog = "-"
+wsgi_app = "eventsum_project.wsgi:application"
