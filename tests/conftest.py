@@ -83,6 +83,12 @@ def post_json(client, path: str, data, **extra):
 
 
 @pytest.fixture(autouse=True)
+def _fast_password_hashing(settings):
+    # PBKDF2's deliberate slowness costs most of a second per test user; tests don't need it.
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+@pytest.fixture(autouse=True)
 def _fresh_id_caches():
     # Services and environments are cached per process; each test starts on an emptied database.
     clear_id_caches()

@@ -1,0 +1,62 @@
+import pytest
+
+from events.models import EventBase, EventInstance
+from tests.conftest import make_event
+
+pytestmark = pytest.mark.django_db
+
+
+def test_detail_returns_the_instance_its_latest_raw_data_and_its_base(reader, capture):
+    grouped = {"configurable_groupings": ["count_by_message"]}
+    capture(make_event(message="first", extra_args={"user": 1}, timestamp="2024-05-01 12:00:00", **grouped))
+    capture(make_event(message="second", extra_args={"user": 2}, timestamp="2024-05-01 12:30:00", **grouped))
+    result = capture(make_event(message="first", extra_args={"user": 3}, timestamp="2024-05-01 12:10:00", **grouped))
+
+    response = reader.get("/detail", {"event_instance_id": result["event_instance_id"]})
+
+    assert response.status_code == 200
+    detail = response.json()
+    instance = EventInstance.objects.get()
+    base = EventBase.objects.get()
+    assert detail == {
+        "event_instance_id": instance.id,
+        "event_base_id": base.id,
+        "event_group_id": 0,
+        "event_environment_id": base.environment_id,
+        "service_id": base.service_id,
+        "event_type": "python",
+        "event_name": "ZeroDivisionError",
+        "message": "second",
+        "raw_data": make_event(message="second")["event_data"],
+        "raw_details": {"user": 2},
+        "generic_data": instance.generic_data,
+        "processed_data": base.processed_data,
+        "processed_details": {"user": 2},
+        "first_seen": "2024-05-01 12:00:00",
+        "last_seen": "2024-05-01 12:30:00",
+        "total_count": 3,
+        "counters": {"count_by_message": {"first": 2, "second": 1}},
+    }
+    assert "message" not in detail["generic_data"]
+
+
+def test_event_id_is_an_alias_and_the_slash_is_optional(reader, capture):
+    instance_id = capture(make_event())["event_instance_id"]
+    assert reader.get(f"/detail/?event_id={instance_id}").json()["event_instance_id"] == instance_id
+
+
+def test_an_unknown_instance_is_a_404_naming_it(reader):
+    response = reader.get("/detail", {"event_id": 987654})
+    assert response.status_code == 404
+    assert "987654" in response.json()["detail"]
+
+
+@pytest.mark.parametrize(
+    ("params", "field"),
+    [({}, "event_instance_id"), ({"event_id": "abc"}, "event_id"), ({"event_instance_id": "-3"}, "event_instance_id"),
+     ({"event_id": str(2**70)}, "event_id")],
+)
+def test_a_missing_or_malformed_id_is_a_400_naming_it(reader, params, field):
+    response = reader.get("/detail", params)
+    assert response.status_code == 400
+    assert field in response.json()

@@ -1,0 +1,238 @@
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from events.models import EventBase, EventInstance, Service
+from tests.conftest import make_event
+
+pytestmark = pytest.mark.django_db
+
+HOUR = {"start_time": "2024-05-01 12:00:00", "end_time": "2024-05-01 13:00:00"}
+
+
+def ms(text: str) -> int:
+    return int(datetime.strptime(text, "%Y-%m-%d %H:%M:%S").replace(tzinfo=UTC).timestamp() * 1000)
+
+
+def search(client, expected_status=200, **params):
+    response = client.get("/search", params)
+    assert response.status_code == expected_status, response.content
+    return response.json()
+
+
+@pytest.fixture
+def service_id(capture):
+    """Service `WISH FE` with a ZeroDivisionError base: 2 at 12:00, 1 at 12:01, 1 at 12:05 (one instance each line)."""
+    for timestamp, line in [("12:00:10", 17), ("12:00:50", 17), ("12:01:30", 18), ("12:05:00", 17)]:
+        capture(make_event(timestamp=f"2024-05-01 {timestamp}", lineno=line))
+    return Service.objects.get().id
+
+
+def test_it_counts_occurrences_in_the_window_with_zero_filled_datapoints(reader, service_id):
+    (event,) = search(reader, service_id=service_id, **HOUR)["events"]
+
+    base = EventBase.objects.get()
+    assert event["id"] == base.id
+    assert event["total_count"] == 4
+    assert event["hash"] == base.processed_data_hash
+    assert event["processed_data"] == base.processed_data
+    assert event["instance_ids"] == sorted(EventInstance.objects.values_list("id", flat=True))
+    assert (event["event_type"], event["event_name"]) == ("python", "ZeroDivisionError")
+    assert (event["service_id"], event["event_environment_id"], event["event_group_id"]) == (
+        service_id, base.environment_id, 0,
+    )
+    assert (event["first_seen"], event["last_seen"]) == ("2024-05-01 12:00:10", "2024-05-01 12:05:00")
+    assert event["message"] == "integer division or modulo by zero"
+    points = event["datapoints"]
+    assert len(points) == 60
+    assert points[0] == {"count": 2, "start": ms("2024-05-01 12:00:00")}
+    assert [p["count"] for p in points[:6]] == [2, 1, 0, 0, 0, 1]
+    assert [p["start"] for p in points] == [ms("2024-05-01 12:00:00") + 60_000 * i for i in range(60)]
+
+
+def test_a_long_window_has_at_most_200_points_whose_step_is_a_multiple_of_the_bucket(reader, service_id):
+    (event,) = search(reader, service_id=service_id, start_time="2024-05-01 00:00:00", end_time="2024-05-02 00:00:00")[
+        "events"
+    ]
+    points = event["datapoints"]
+    steps = {b["start"] - a["start"] for a, b in zip(points, points[1:], strict=False)}
+    assert len(points) <= 200
+    assert steps == {8 * 60_000}  # 1440 one-minute buckets in 180 points
+    assert sum(p["count"] for p in points) == event["total_count"] == 4
+    assert points[90] == {"count": 4, "start": ms("2024-05-01 12:00:00")}  # 12:00 to 12:08 holds all four
+    assert points[89]["count"] == points[91]["count"] == 0
+
+
+def test_bases_without_occurrences_in_the_window_are_left_out(reader, service_id):
+    assert search(reader, service_id=service_id, start_time="2024-05-01 12:06:00", end_time="2024-05-01 13:00:00") == {
+        "events": []
+    }
+    (event,) = search(reader, service_id=service_id, start_time="2024-05-01 12:01:00", end_time="2024-05-01 12:02:00")[
+        "events"
+    ]
+    assert event["total_count"] == 1
+    assert len(event["instance_ids"]) == 1
+
+
+def test_the_window_defaults_to_the_last_hour(reader, capture):
+    now = datetime.now(UTC)
+    capture(make_event(timestamp=(now - timedelta(minutes=5)).strftime("%Y-%m-%d %H:%M:%S")))
+    capture(make_event(timestamp=(now - timedelta(hours=3)).strftime("%Y-%m-%d %H:%M:%S")))
+    (event,) = search(reader, service_id=Service.objects.get().id)["events"]
+    assert event["total_count"] == 1
+
+
+def test_the_window_accepts_iso_8601_and_epoch_seconds(reader, service_id):
+    start = int(datetime(2024, 5, 1, 12, tzinfo=UTC).timestamp())
+    (event,) = search(reader, service_id=service_id, start_time=str(start), end_time="2024-05-01T15:00:00+02:00")[
+        "events"
+    ]
+    assert event["total_count"] == 4
+    assert len(event["datapoints"]) == 60
+
+
+@pytest.fixture
+def three_bases(capture):
+    """Three bases in service `shop`: A 5 early, B 4 late, C 1 early and 2 late (last seen latest)."""
+    plan = {"A": ["12:01"] * 5, "B": ["12:40"] * 4, "C": ["12:10", "12:31", "12:50"]}
+    ids = {}
+    for name, minutes in plan.items():
+        for minute in minutes:
+            ids[name] = capture(make_event(service="shop", event_name=name, timestamp=f"2024-05-01 {minute}:00"))[
+                "event_base_id"
+            ]
+    return ids
+
+
+def names(answer) -> list[str]:
+    return [event["event_name"] for event in answer["events"]]
+
+
+def test_the_default_order_is_by_count_descending(reader, three_bases):
+    assert names(search(reader, service="shop", **HOUR)) == ["A", "B", "C"]
+
+
+def test_sort_recent_orders_by_last_seen(reader, three_bases):
+    assert names(search(reader, service="shop", sort="recent", **HOUR)) == ["C", "B", "A"]
+
+
+def test_sort_increased_keeps_only_growing_bases_by_growth(reader, three_bases):
+    # halves: [12:00, 12:30) and [12:30, 13:00). A: 5 -> 0, B: 0 -> 4, C: 1 -> 2
+    assert names(search(reader, service="shop", sort="increased", **HOUR)) == ["B", "C"]
+
+
+def test_limit_caps_the_results(reader, three_bases):
+    assert names(search(reader, service="shop", limit=2, **HOUR)) == ["A", "B"]
+
+
+def test_service_by_name_accepts_any_spelling(reader, three_bases):
+    assert len(search(reader, service="SHOP", **HOUR)["events"]) == 3
+
+
+def test_filters_by_hash_group_and_environment(reader, triager, capture, three_bases):
+    capture(make_event(service="shop", event_name="A", environment="stage", timestamp="2024-05-01 12:02:00"))
+    base_a = EventBase.objects.get(id=three_bases["A"])
+    shop = base_a.service_id
+
+    by_hash = search(reader, service_id=shop, hash=base_a.processed_data_hash, **HOUR)
+    assert len(by_hash["events"]) == 4  # the same processed data in every base of the fixture
+
+    by_env = search(reader, service_id=shop, environment="Stage", **HOUR)
+    assert names(by_env) == ["A"]
+    assert search(reader, service_id=shop, env_id=base_a.environment_id, **HOUR)["events"][0]["total_count"] == 5
+
+    group = triager.post("/groups", {"name": "later"}, format="json").json()
+    triager.post("/assign_group", {"event_id": three_bases["B"], "group_id": group["id"]}, format="json")
+    assert names(search(reader, service_id=shop, group_id=group["id"], **HOUR)) == ["B"]
+    assert "B" not in names(search(reader, service_id=shop, group_id=0, **HOUR))
+
+
+class TestKeywords:
+    @pytest.fixture
+    def bases(self, capture):
+        capture(make_event(service="kw", timestamp="2024-05-01 12:00:00"))
+        capture(
+            make_event(
+                service="kw",
+                event_type="go",
+                event_name="NilPointer",
+                message="nil map write in handler",
+                event_data={
+                    "message": "nil map write in handler",
+                    "raw_data": {"frames": [{"function": "ServeHTTP", "module": "net/http", "filename": "server.go"}]},
+                },
+                timestamp="2024-05-01 12:00:00",
+            )
+        )
+        capture(make_event(service="kw", event_name="KeyError", message="'user_id'", timestamp="2024-05-01 12:00:00"))
+
+    @pytest.mark.parametrize(
+        ("keywords", "expected"),
+        [
+            ("ZeroDivision", ["ZeroDivisionError"]),  # name, a part of it
+            ("division", ["ZeroDivisionError"]),  # message (and name)
+            ("GO", ["NilPointer"]),  # type, case-insensitive
+            ("servehttp", ["NilPointer"]),  # frame function
+            ("net/http", ["NilPointer"]),  # frame module
+            ("server.go", ["NilPointer"]),  # frame filename
+            ("func4", ["KeyError", "ZeroDivisionError"]),  # frame function of the example
+            ("map handler", ["NilPointer"]),  # every word required, in any order
+            ("map zero", []),
+            ("user_id", ["KeyError"]),
+            ("py", ["KeyError", "ZeroDivisionError"]),  # shorter than a trigram: still matched
+            ("100%", []),
+        ],
+    )
+    def test_keywords_match_every_word_in_name_type_messages_and_frames(self, reader, bases, keywords, expected):
+        answer = search(reader, service="kw", keywords=keywords, **HOUR)
+        assert sorted(names(answer)) == expected
+
+    def test_an_older_message_of_a_base_is_still_searchable(self, reader, capture, bases):
+        capture(make_event(service="kw", event_name="KeyError", message="'order_id'", timestamp="2024-05-01 12:01:00"))
+        assert names(search(reader, service="kw", keywords="user_id", **HOUR)) == ["KeyError"]
+        assert names(search(reader, service="kw", keywords="order_id", **HOUR)) == ["KeyError"]
+
+
+@pytest.mark.parametrize(
+    ("params", "field"),
+    [
+        ({}, "service_id"),
+        ({"service_id": "abc"}, "service_id"),
+        ({"service_id": 1, "start_time": "soon"}, "start_time"),
+        ({"service_id": 1, "end_time": "2024-13-45 00:00:00"}, "end_time"),
+        ({"service_id": 1, "start_time": "2024-05-01 13:00:00", "end_time": "2024-05-01 12:00:00"}, "start_time"),
+        ({"service_id": 1, "start_time": "2024-05-01 12:00:00", "end_time": "2024-05-01 12:00:00"}, "start_time"),
+        ({"service_id": 1, "limit": 1001}, "limit"),
+        ({"service_id": 1, "limit": 0}, "limit"),
+        ({"service_id": 1, "limit": "ten"}, "limit"),
+        ({"service_id": 1, "sort": "oldest"}, "sort"),
+        ({"service_id": 1, "group_id": "x"}, "group_id"),
+        ({"service_id": 1, "env_id": "-"}, "env_id"),
+    ],
+)
+def test_a_malformed_parameter_is_a_400_naming_it(reader, params, field):
+    answer = search(reader, 400, **params)
+    assert field in answer, answer
+
+
+@pytest.mark.django_db(transaction=True, reset_sequences=True)
+def test_the_users_example_url_verbatim(reader, capture):
+    capture(make_event(timestamp="2017-12-13 21:23:10"))
+    response = reader.get("/search?service_id=1&start_time=2006-01-02 15:04:05&end_time=2020-01-02 15:04:05")
+    assert response.status_code == 200
+    (event,) = response.json()["events"]
+    assert event["total_count"] == 1
+    assert len(event["datapoints"]) <= 200
+    detail = reader.get(f"/detail?event_id={event['instance_ids'][0]}")
+    assert detail.status_code == 200
+
+
+def test_the_query_count_does_not_grow_with_the_number_of_results(reader, capture, django_assert_max_num_queries):
+    capture([make_event(service="many", event_name=f"E{i}", timestamp="2024-05-01 12:00:00") for i in range(50)])
+    service = Service.objects.get(normalized_name="many").id
+
+    with django_assert_max_num_queries(6) as one:
+        assert len(search(reader, service_id=service, limit=1, **HOUR)["events"]) == 1
+    with django_assert_max_num_queries(6) as fifty:
+        assert len(search(reader, service_id=service, limit=50, **HOUR)["events"]) == 50
+    assert len(one.captured_queries) == len(fifty.captured_queries)

@@ -1,0 +1,133 @@
+import pytest
+from django.contrib.admin.models import LogEntry
+
+from events.models import EventBase, EventGroup
+from tests.conftest import make_event
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def base_ids(capture):
+    return [capture(make_event(event_name=f"E{i}"))["event_base_id"] for i in range(3)]
+
+
+@pytest.fixture
+def groups(db):
+    return [EventGroup.objects.create(name=f"team-{i}").id for i in range(2)]
+
+
+def group_of(base_id: int) -> int:
+    return EventBase.objects.get(id=base_id).event_group_id
+
+
+class TestAssignGroup:
+    def test_it_assigns_one_base(self, triager, base_ids, groups):
+        response = triager.post("/assign_group", {"event_id": base_ids[0], "group_id": groups[0]}, format="json")
+        assert response.status_code == 200
+        assert response.json() == {"updated": 1}
+        assert group_of(base_ids[0]) == groups[0]
+        assert group_of(base_ids[1]) == 0
+
+    def test_it_assigns_an_array_and_accepts_the_groupd_id_spelling(self, triager, base_ids, groups):
+        body = [
+            {"event_id": base_ids[0], "groupd_id": groups[0]},
+            {"event_id": base_ids[1], "group_id": groups[1]},
+            {"event_id": base_ids[2], "group_id": 0},  # already there: not counted as updated
+        ]
+        response = triager.post("/assign_group/", body, format="json")
+        assert response.json() == {"updated": 2}
+        assert [group_of(i) for i in base_ids] == [groups[0], groups[1], 0]
+
+    def test_unknown_ids_are_a_400_naming_them_and_nothing_changes(self, triager, base_ids, groups):
+        body = [{"event_id": base_ids[0], "group_id": groups[0]}, {"event_id": 999999, "group_id": 424242}]
+        response = triager.post("/assign_group", body, format="json")
+        assert response.status_code == 400
+        assert response.json() == {
+            "event_id": ["Unknown event base ids: 999999."],
+            "group_id": ["Unknown group ids: 424242."],
+        }
+        assert group_of(base_ids[0]) == 0
+
+    @pytest.mark.parametrize(
+        ("body", "words"),
+        [
+            ({"event_id": 1}, "group_id"),
+            ({"group_id": 1}, "event_id"),
+            ({"event_id": "x", "group_id": 1}, "event_id"),
+            ([], "Empty"),
+            ("text", "non_field_errors"),
+        ],
+    )
+    def test_malformed_bodies_are_a_400(self, triager, body, words):
+        response = triager.post("/assign_group", body, format="json")
+        assert response.status_code == 400
+        assert words in response.content.decode()
+
+    def test_each_change_is_recorded_in_the_admin_history(self, triager, base_ids, groups):
+        triager.post("/assign_group", {"event_id": base_ids[1], "group_id": groups[1]}, format="json")
+        entry = LogEntry.objects.get()
+        assert entry.object_id == str(base_ids[1])
+        assert entry.user.username == "triager"
+        assert "team-1" in entry.change_message
+
+
+class TestGroups:
+    def test_it_lists_groups_with_base_counts(self, reader, triager, base_ids, groups):
+        triager.post("/assign_group", {"event_id": base_ids[0], "group_id": groups[1]}, format="json")
+        listed = reader.get("/groups").json()
+        assert [(g["id"], g["name"], g["base_count"]) for g in listed] == [
+            (0, "default", 2), (groups[0], "team-0", 0), (groups[1], "team-1", 1),
+        ]
+
+    def test_it_creates_one_or_many(self, triager):
+        one = triager.post("/groups", {"name": "payments"}, format="json")
+        assert one.status_code == 201
+        assert one.json()["name"] == "payments" and one.json()["base_count"] == 0
+        many = triager.post("/groups/", [{"name": "search"}, {"name": "checkout"}], format="json")
+        assert many.status_code == 201
+        assert [g["name"] for g in many.json()] == ["search", "checkout"]
+        assert EventGroup.objects.count() == 4
+
+    @pytest.mark.parametrize("body", [{"name": "team-0"}, [{"name": "fresh"}, {"name": "team-0"}], [{"name": "x"}, {"name": "x"}]])
+    def test_a_duplicate_name_is_a_400_and_nothing_is_created(self, triager, groups, body):
+        before = EventGroup.objects.count()
+        response = triager.post("/groups", body, format="json")
+        assert response.status_code == 400
+        assert "name" in response.content.decode()
+        assert EventGroup.objects.count() == before
+
+    def test_it_retrieves_and_renames(self, triager, groups):
+        assert triager.get(f"/groups/{groups[0]}").json()["name"] == "team-0"
+        response = triager.patch(f"/groups/{groups[0]}/", {"name": "renamed"}, format="json")
+        assert response.status_code == 200
+        assert EventGroup.objects.get(id=groups[0]).name == "renamed"
+
+    def test_an_unknown_group_is_a_404(self, triager):
+        assert triager.get("/groups/4242").status_code == 404
+
+    def test_deleting_a_group_moves_its_bases_to_group_0(self, triager, base_ids, groups):
+        triager.post("/assign_group", [{"event_id": i, "group_id": groups[0]} for i in base_ids[:2]], format="json")
+        response = triager.delete(f"/groups/{groups[0]}")
+        assert response.status_code == 204
+        assert not EventGroup.objects.filter(id=groups[0]).exists()
+        assert [group_of(i) for i in base_ids] == [0, 0, 0]
+        assert LogEntry.objects.filter(change_message__contains="2 bases moved to group 0").exists()
+
+    def test_group_0_can_be_neither_deleted_nor_renamed(self, triager):
+        response = triager.delete("/groups/0")
+        assert response.status_code == 400
+        assert "Group 0" in response.json()["detail"]
+        response = triager.patch("/groups/0", {"name": "other"}, format="json")
+        assert response.status_code == 400
+        assert "renamed" in response.json()["name"][0]
+        assert EventGroup.objects.get(id=0).name == "default"
+
+
+def test_services_and_environments_list_ids_and_names(reader, capture):
+    capture(make_event(service="Wish FE", environment="PROD"))
+    capture(make_event(service="merchant-be", environment=None))
+    services = reader.get("/services").json()
+    assert [(s["name"], s["normalized_name"]) for s in services] == [("Wish FE", "wish_fe"), ("merchant-be", "merchant_be")]
+    environments = reader.get("/environments/").json()
+    assert [e["normalized_name"] for e in environments] == ["prod", "default"]
