@@ -31,7 +31,12 @@ class InvalidIngestKey(APIException):
 
 
 def is_database_outage(error: Exception) -> bool:
-    return isinstance(error, (OperationalError, InterfaceError))
+    if isinstance(error, (OperationalError, InterfaceError)):
+        from events.observability import DATABASE_ERRORS
+
+        DATABASE_ERRORS.labels("unavailable").inc()
+        return True
+    return False
 
 
 def exception_handler(error, context):
@@ -42,6 +47,9 @@ def exception_handler(error, context):
     if response is not None and response.status_code == status.HTTP_503_SERVICE_UNAVAILABLE:
         response["Retry-After"] = RETRY_AFTER_SECONDS
     if response is None and isinstance(error, DatabaseError):
+        from events.observability import DATABASE_ERRORS
+
+        DATABASE_ERRORS.labels("error").inc()
         logger.exception("database error")
         return JsonResponse({"detail": "A database error occurred."}, status=500)
     return response

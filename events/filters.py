@@ -51,7 +51,9 @@ class SearchForm(forms.Form):
 
 
 class EventSearchFilterSet(django_filters.FilterSet):
-    service_id = django_filters.NumberFilter(field_name="service_id", min_value=1, help_text="Service id (required unless `service` is given).")
+    service_id = django_filters.NumberFilter(
+        field_name="service_id", min_value=1, help_text="Service id (required unless `service` is given)."
+    )
     service = django_filters.CharFilter(method="filter_service_name", help_text="Service by name, any spelling.")
     env_id = django_filters.NumberFilter(field_name="environment_id", min_value=1, help_text="Environment id.")
     environment = django_filters.CharFilter(method="filter_environment_name", help_text="Environment by name.")

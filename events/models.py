@@ -156,7 +156,9 @@ class OccurrenceBucket(models.Model):
             models.UniqueConstraint(fields=["event_instance", "bucket_start"], name="bucket_identity"),
         ]
         indexes = [
-            models.Index(fields=["service", "bucket_start"], include=["event_base", "count"], name="bucket_service_time"),
+            models.Index(
+                fields=["service", "bucket_start"], include=["event_base", "count"], name="bucket_service_time"
+            ),
             models.Index(fields=["event_base", "bucket_start"], include=["count"], name="bucket_base_time"),
             models.Index(fields=["bucket_start"], name="bucket_time"),
         ]

@@ -36,7 +36,9 @@ def search_bases(params) -> list[dict]:
         middle = start + (end - start) / 2
         later = Sum("count", filter=Q(bucket_start__gte=middle), default=0)
         earlier = Sum("count", filter=Q(bucket_start__lt=middle), default=0)
-        ranked = ranked.annotate(increase=later - earlier).filter(increase__gt=0).order_by("-increase", "-event_base_id")
+        ranked = (
+            ranked.annotate(increase=later - earlier).filter(increase__gt=0).order_by("-increase", "-event_base_id")
+        )
     else:
         ranked = ranked.order_by("-total", "-event_base_id")
     totals = {row["event_base_id"]: row["total"] for row in ranked[: options["limit"]]}
@@ -116,11 +118,7 @@ def _instance_ids(base_ids: list[int], start: datetime, end: datetime) -> dict[i
 
 
 def instance_detail(instance_id: int) -> dict:
-    instance = (
-        EventInstance.objects.select_related("event_base")
-        .filter(pk=instance_id)
-        .first()
-    )
+    instance = EventInstance.objects.select_related("event_base").filter(pk=instance_id).first()
     if instance is None:
         raise Http404(f"No event instance with id {instance_id}.")
     with connection.cursor() as cursor:

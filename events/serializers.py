@@ -7,7 +7,10 @@ class AssignGroupSerializer(serializers.Serializer):
     event_id = serializers.IntegerField(min_value=1, help_text="Event base id.")
     group_id = serializers.IntegerField(min_value=0, required=False, help_text="Group id.")
     groupd_id = serializers.IntegerField(
-        min_value=0, required=False, write_only=True, help_text="Accepted as group_id (the user's document spells it so)."
+        min_value=0,
+        required=False,
+        write_only=True,
+        help_text="Accepted as group_id (the user's document spells it so).",
     )
 
     def validate(self, data):

@@ -10,6 +10,7 @@ row or lose a count and a batch is stored whole or not at all.
 import json
 import re
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
@@ -18,8 +19,8 @@ from django.db import DatabaseError, IntegrityError, connection, transaction
 from psycopg2 import errors as pg_errors
 
 from events.models import DEFAULT_GROUP_ID, Environment, Service, normalize_name
+from events.observability import record_stored
 from events.timeparse import bucket_start, parse_time
-from grouping.hashing import canonical_json
 from grouping.pipeline import NORMALIZATION_VERSION, FilterFailed, grouping_counters, normalize
 from grouping.registry import FILTERS, GROUPINGS, unknown_filters, unknown_groupings
 from grouping.search_text import search_text_for, trigrams_of
@@ -160,7 +161,9 @@ def prepare_event(payload, received_at: datetime) -> PreparedEvent:
     except RecursionError:
         raise CaptureInvalid({"event_data": ["Nested too deeply."]}) from None
     except (TypeError, ValueError) as error:
-        raise CaptureInvalid({"configurable_filters": [f"The filters produced data that is not JSON: {error}"]}) from None
+        raise CaptureInvalid(
+            {"configurable_filters": [f"The filters produced data that is not JSON: {error}"]}
+        ) from None
 
     return PreparedEvent(
         service_key=normalize_name(service),
@@ -188,7 +191,9 @@ def _validate_filters(value, errors: dict) -> dict[str, list[str]]:
     if value is None:
         return {}
     if not isinstance(value, dict):
-        errors["configurable_filters"] = [f"Expected an object with lists instance, base, extra_args, got {_json_type(value)}."]
+        errors["configurable_filters"] = [
+            f"Expected an object with lists instance, base, extra_args, got {_json_type(value)}."
+        ]
         return {}
     problems = []
     filters = {}
@@ -472,13 +477,39 @@ SEARCH_TEXT_CAP = 8000
 
 def _upsert_parameters(bases: dict[tuple, _BaseRow]) -> tuple[dict, list[tuple]]:
     """Flatten the coalesced rows into the statement's arrays; returns them and each instance's (base, hash)."""
-    p = {name: [] for name in (
-        "b_idx", "b_service", "b_environment", "b_type", "b_name", "b_hash", "b_data", "b_message",
-        "b_search_text", "b_trigrams", "b_first", "b_last",
-        "i_idx", "i_base_idx", "i_hash", "i_generic", "i_filters", "i_raw", "i_details",
-        "i_processed_details", "i_message", "i_first", "i_last",
-        "k_instance_idx", "k_start", "k_count", "k_last", "k_counters",
-    )}
+    p = {
+        name: []
+        for name in (
+            "b_idx",
+            "b_service",
+            "b_environment",
+            "b_type",
+            "b_name",
+            "b_hash",
+            "b_data",
+            "b_message",
+            "b_search_text",
+            "b_trigrams",
+            "b_first",
+            "b_last",
+            "i_idx",
+            "i_base_idx",
+            "i_hash",
+            "i_generic",
+            "i_filters",
+            "i_raw",
+            "i_details",
+            "i_processed_details",
+            "i_message",
+            "i_first",
+            "i_last",
+            "k_instance_idx",
+            "k_start",
+            "k_count",
+            "k_last",
+            "k_counters",
+        )
+    }
     instance_keys = []
     for base_idx, key in enumerate(sorted(bases)):
         base = bases[key]
@@ -580,6 +611,7 @@ def _store(events: list[PreparedEvent]) -> list[CaptureResult]:
     environment_ids = resolve_ids(Environment, {e.environment_key: e.environment_name for e in events}, "environment")
     bases = coalesce(events, service_ids, environment_ids)
     written = write_occurrences(bases)
+    record_stored(Counter((event.service_key, event.environment_key) for event in events))
     results = []
     for event in events:
         key = (
@@ -650,4 +682,3 @@ def _sanitize(value):
     if isinstance(value, list):
         return [_sanitize(item) for item in value]
     return value
-

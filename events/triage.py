@@ -44,8 +44,10 @@ def assign_groups(assignments: list[tuple[int, int]], user, *, via: str = "API")
         _log(
             user,
             EventBase,
-            [(base_id, f"event base #{base_id}", f"Assigned to group {known_groups[g]!r} (#{g}) via {via}.")
-             for base_id, g in changed],
+            [
+                (base_id, f"event base #{base_id}", f"Assigned to group {known_groups[g]!r} (#{g}) via {via}.")
+                for base_id, g in changed
+            ],
             CHANGE,
         )
     return len(changed)
@@ -57,7 +59,9 @@ def delete_group(group: EventGroup, user, *, via: str = "API") -> int:
         raise TriageInvalid({"detail": "Group 0 (default) cannot be deleted."})
     with transaction.atomic():
         moved = EventBase.objects.filter(event_group=group).update(event_group_id=DEFAULT_GROUP_ID)
-        _log(user, EventGroup, [(group.pk, group.name, f"Deleted via {via}; {moved} bases moved to group 0.")], DELETION)
+        _log(
+            user, EventGroup, [(group.pk, group.name, f"Deleted via {via}; {moved} bases moved to group 0.")], DELETION
+        )
         group.delete()
     return moved
 

@@ -3,21 +3,24 @@
 import hmac
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import DatabaseError, IntegrityError, transaction
 from django.db.models import Count
+from django.http import HttpResponse
 from django_filters.rest_framework import DjangoFilterBackend
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiExample, OpenApiParameter, extend_schema, inline_serializer
+from prometheus_client import CONTENT_TYPE_LATEST
 from rest_framework import serializers, status, viewsets
-from rest_framework.exceptions import ValidationError
+from rest_framework.exceptions import APIException, ValidationError
 from rest_framework.generics import GenericAPIView, ListAPIView
 from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from events.errors import InvalidIngestKey, PayloadTooLarge
+from events.errors import RETRY_AFTER_SECONDS, InvalidIngestKey, PayloadTooLarge
 from events.filters import EventSearchFilterSet
 from events.models import Environment, EventBase, EventGroup, Service
+from events.observability import database_answers, metrics_text, record_rejected
 from events.permissions import CanReadOrTriage, CanTriage
 from events.schema import search_parameters
 from events.selectors import instance_detail, search_bases
@@ -67,16 +70,25 @@ class CaptureView(APIView):
             )
         ],
         description="Body: one event object, or an array of up to EVENTSUM_MAX_BATCH of them. "
-        "An array answers {\"results\": [...]} in the same order, and is stored all or nothing.",
+        'An array answers {"results": [...]} in the same order, and is stored all or nothing.',
     )
     def post(self, request):
-        self._check_ingest_key(request)
-        body = self._read_body(request)
+        try:
+            self._check_ingest_key(request)
+            body = self._read_body(request)
+        except APIException as refused:
+            record_rejected(refused.default_code, detail=str(refused.detail))
+            raise
+        payloads = []
         try:
             payloads = parse_capture_body(body)
             results = capture_events(payloads)
         except CaptureInvalid as invalid:
+            record_rejected("invalid", count=max(1, len(payloads)), detail=str(invalid.detail))
             raise ValidationError(invalid.detail) from None
+        except DatabaseError:
+            record_rejected("database_error", count=max(1, len(payloads)))
+            raise
         answers = [
             {
                 "event_base_id": result.event_base_id,
@@ -232,3 +244,29 @@ class EnvironmentListView(ListAPIView):
     serializer_class = EnvironmentSerializer
     pagination_class = None
     filter_backends = []
+
+
+class HealthView(APIView):
+    """GET /health: 200 when the database answers, else 503."""
+
+    authentication_classes = []
+    permission_classes = [AllowAny]
+
+    @extend_schema(responses={200: inline_serializer("Health", {"status": serializers.CharField()})})
+    def get(self, request):
+        if database_answers():
+            return Response({"status": "ok"})
+        response = Response({"status": "unavailable", "detail": "The database does not answer."}, status=503)
+        response["Retry-After"] = RETRY_AFTER_SECONDS
+        return response
+
+
+class MetricsView(APIView):
+    """GET /metrics: Prometheus text format."""
+
+    authentication_classes = []
+    permission_classes = [AllowAny]
+
+    @extend_schema(responses={(200, "text/plain"): OpenApiTypes.STR})
+    def get(self, request):
+        return HttpResponse(metrics_text(), content_type=CONTENT_TYPE_LATEST)

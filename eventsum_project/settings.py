@@ -40,6 +40,7 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "events.observability.RequestLogMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -151,10 +152,24 @@ if PRODUCTION:
 SECURE_CONTENT_TYPE_NOSNIFF = True
 X_FRAME_OPTIONS = "DENY"
 
+EVENTSUM_LOG_FORMAT = env_str("EVENTSUM_LOG_FORMAT", "text").lower()
+if EVENTSUM_LOG_FORMAT not in ("text", "json"):
+    raise ImproperlyConfigured(f"EVENTSUM_LOG_FORMAT={EVENTSUM_LOG_FORMAT!r} must be text or json.")
+EVENTSUM_LOG_LEVEL = env_str("EVENTSUM_LOG_LEVEL", "INFO").upper()
+if EVENTSUM_LOG_LEVEL not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+    raise ImproperlyConfigured(f"EVENTSUM_LOG_LEVEL={EVENTSUM_LOG_LEVEL!r} must be DEBUG, INFO, WARNING or ERROR.")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "handlers": {"console": {"class": "logging.StreamHandler"}},
-    "root": {"handlers": ["console"], "level": env_str("EVENTSUM_LOG_LEVEL", "INFO").upper()},
-    "loggers": {"django.server": {"level": "WARNING"}},
+    "formatters": {
+        "text": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+        "json": {"()": "events.observability.JsonLineFormatter"},
+    },
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": EVENTSUM_LOG_FORMAT}},
+    "root": {"handlers": ["console"], "level": EVENTSUM_LOG_LEVEL},
+    "loggers": {
+        "django.server": {"level": "WARNING"},
+        # Our own line per request replaces Django's warning per 4xx.
+        "django.request": {"level": "ERROR"},
+    },
 }

@@ -33,6 +33,8 @@ urlpatterns = [
     api("services", views.ServiceListView.as_view(), "services"),
     api("environments", views.EnvironmentListView.as_view(), "environments"),
     api("schema", SpectacularAPIView.as_view(), "schema"),
+    api("health", views.HealthView.as_view(), "health"),
+    api("metrics", views.MetricsView.as_view(), "metrics"),
     path("", include(router.urls)),
     path("admin/", admin.site.urls),
 ]

@@ -33,7 +33,13 @@ EXAMPLE_EVENT = {
                 {
                     "function": "<module>",
                     "abs_path": "/home/jwen/ContextLogic/test/server.py",
-                    "pre_context": ["def func4(a):", "    return func3(a)", "", "if __name__ == '__main__':", "    try:"],
+                    "pre_context": [
+                        "def func4(a):",
+                        "    return func3(a)",
+                        "",
+                        "if __name__ == '__main__':",
+                        "    try:",
+                    ],
                     "post_context": [
                         "    except Exception as e:",
                         "        exc_typ, exc_value, tb = sys.exc_info()",
@@ -50,7 +56,13 @@ EXAMPLE_EVENT = {
                     "function": "func4",
                     "abs_path": "/home/jwen/ContextLogic/test/server.py",
                     "pre_context": ["", "def func3(a):", "    return func2(a)", "", "def func4(a):"],
-                    "post_context": ["", "if __name__ == '__main__':", "    try:", "        print func4(3)", "    except Exception as e:"],
+                    "post_context": [
+                        "",
+                        "if __name__ == '__main__':",
+                        "    try:",
+                        "        print func4(3)",
+                        "    except Exception as e:",
+                    ],
                     "module": "__main__",
                     "filename": "test/server.py",
                     "lineno": 17,

@@ -53,8 +53,12 @@ def test_an_unknown_instance_is_a_404_naming_it(reader):
 
 @pytest.mark.parametrize(
     ("params", "field"),
-    [({}, "event_instance_id"), ({"event_id": "abc"}, "event_id"), ({"event_instance_id": "-3"}, "event_instance_id"),
-     ({"event_id": str(2**70)}, "event_id")],
+    [
+        ({}, "event_instance_id"),
+        ({"event_id": "abc"}, "event_id"),
+        ({"event_instance_id": "-3"}, "event_instance_id"),
+        ({"event_id": str(2**70)}, "event_id"),
+    ],
 )
 def test_a_missing_or_malformed_id_is_a_400_naming_it(reader, params, field):
     response = reader.get("/detail", params)

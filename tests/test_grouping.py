@@ -23,15 +23,25 @@ def data(*frames, message="boom"):
 
 FILTER_CASES = [
     # (filter, input, expected output)
-    ("exception_python_remove_line_no", data(frame(lineno=7)), data({k: v for k, v in frame().items() if k != "lineno"})),
+    (
+        "exception_python_remove_line_no",
+        data(frame(lineno=7)),
+        data({k: v for k, v in frame().items() if k != "lineno"}),
+    ),
     ("exception_python_remove_line_no", {"raw_data": {"stack": "text"}}, {"raw_data": {"stack": "text"}}),
-    ("exception_python_remove_line_no", {"raw_data": {"frames": ["not a frame", 3]}}, {"raw_data": {"frames": ["not a frame", 3]}}),
+    (
+        "exception_python_remove_line_no",
+        {"raw_data": {"frames": ["not a frame", 3]}},
+        {"raw_data": {"frames": ["not a frame", 3]}},
+    ),
     ("exception_python_remove_stack_vars", data(frame(vars={"a": 1})), data(frame())),
     ("exception_python_remove_stack_vars", data(frame()), data(frame())),
     (
         "exception_python_process_stack_vars",
         data(frame(vars={"o": "<Foo at 0x7f3a2c1b5d30>", "n": [{"x": "0xdeadbeef"}], "i": 12, "s": "0x1"})),
-        data(frame(vars={"o": f"<Foo at {ADDRESS_PLACEHOLDER}>", "n": [{"x": ADDRESS_PLACEHOLDER}], "i": 12, "s": "0x1"})),
+        data(
+            frame(vars={"o": f"<Foo at {ADDRESS_PLACEHOLDER}>", "n": [{"x": ADDRESS_PLACEHOLDER}], "i": 12, "s": "0x1"})
+        ),
     ),
     ("exception_python_process_stack_vars", data(frame()), data(frame())),
     ("remove_absolute_paths", data(frame()), data({k: v for k, v in frame().items() if k != "abs_path"})),
@@ -40,7 +50,11 @@ FILTER_CASES = [
         data(frame(context_line="x", pre_context=["a"], post_context=["b"])),
         data(frame()),
     ),
-    ("remove_memory_addresses", {"message": "at 0xffff1234", "x": ["0xABCDEF01"]}, {"message": f"at {ADDRESS_PLACEHOLDER}", "x": [ADDRESS_PLACEHOLDER]}),
+    (
+        "remove_memory_addresses",
+        {"message": "at 0xffff1234", "x": ["0xABCDEF01"]},
+        {"message": f"at {ADDRESS_PLACEHOLDER}", "x": [ADDRESS_PLACEHOLDER]},
+    ),
     ("extra_args_keys_only", {"b": 1, "a": {"secret": 2}}, {"a": None, "b": None}),
     ("extra_args_keys_only", [1, 2], [1, 2]),
     ("extra_args_drop_private", {"_token": "s", "user": 1}, {"user": 1}),
@@ -94,7 +108,10 @@ def test_applications_can_register_filters_from_an_installed_app():
 
 
 HASH_CASES = [
-    ({"b": [1, 2.5, None, True], "a": "ü✓", "c": {}}, "b9bc6a406785ff135e438ac858f55a9d2e73e1491c9c852b2b866f5b09729fae"),
+    (
+        {"b": [1, 2.5, None, True], "a": "ü✓", "c": {}},
+        "b9bc6a406785ff135e438ac858f55a9d2e73e1491c9c852b2b866f5b09729fae",
+    ),
     ({}, "44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a"),
 ]
 
@@ -109,7 +126,10 @@ def test_canonical_json_sorts_keys_without_spaces_or_ascii_escaping():
 
 
 def test_the_hash_is_the_same_in_another_process():
-    code = "from grouping.hashing import canonical_hash; print(canonical_hash({'b': [1, 2.5, None, True], 'a': 'ü✓', 'c': {}}))"
+    code = (
+        "from grouping.hashing import canonical_hash; "
+        "print(canonical_hash({'b': [1, 2.5, None, True], 'a': 'ü✓', 'c': {}}))"
+    )
     output = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert output == HASH_CASES[0][1]
 

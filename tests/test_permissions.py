@@ -88,10 +88,27 @@ def test_the_schema_describes_every_endpoint(anonymous):
     assert response.status_code == 200
     schema = response.json()
     assert set(schema["paths"]) >= {
-        "/capture", "/search", "/detail", "/assign_group", "/groups", "/groups/{id}", "/services", "/environments",
+        "/capture",
+        "/search",
+        "/detail",
+        "/assign_group",
+        "/groups",
+        "/groups/{id}",
+        "/services",
+        "/environments",
     }
     search_parameters = {p["name"] for p in schema["paths"]["/search"]["get"]["parameters"]}
-    assert search_parameters >= {"service_id", "start_time", "end_time", "hash", "group_id", "env_id", "limit", "sort", "keywords"}
+    assert search_parameters >= {
+        "service_id",
+        "start_time",
+        "end_time",
+        "hash",
+        "group_id",
+        "env_id",
+        "limit",
+        "sort",
+        "keywords",
+    }
 
 
 def test_unknown_paths_answer_json_not_html(anonymous):

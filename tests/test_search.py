@@ -39,7 +39,9 @@ def test_it_counts_occurrences_in_the_window_with_zero_filled_datapoints(reader,
     assert event["instance_ids"] == sorted(EventInstance.objects.values_list("id", flat=True))
     assert (event["event_type"], event["event_name"]) == ("python", "ZeroDivisionError")
     assert (event["service_id"], event["event_environment_id"], event["event_group_id"]) == (
-        service_id, base.environment_id, 0,
+        service_id,
+        base.environment_id,
+        0,
     )
     assert (event["first_seen"], event["last_seen"]) == ("2024-05-01 12:00:10", "2024-05-01 12:05:00")
     assert event["message"] == "integer division or modulo by zero"

@@ -77,7 +77,9 @@ class TestGroups:
         triager.post("/assign_group", {"event_id": base_ids[0], "group_id": groups[1]}, format="json")
         listed = reader.get("/groups").json()
         assert [(g["id"], g["name"], g["base_count"]) for g in listed] == [
-            (0, "default", 2), (groups[0], "team-0", 0), (groups[1], "team-1", 1),
+            (0, "default", 2),
+            (groups[0], "team-0", 0),
+            (groups[1], "team-1", 1),
         ]
 
     def test_it_creates_one_or_many(self, triager):
@@ -89,7 +91,9 @@ class TestGroups:
         assert [g["name"] for g in many.json()] == ["search", "checkout"]
         assert EventGroup.objects.count() == 4
 
-    @pytest.mark.parametrize("body", [{"name": "team-0"}, [{"name": "fresh"}, {"name": "team-0"}], [{"name": "x"}, {"name": "x"}]])
+    @pytest.mark.parametrize(
+        "body", [{"name": "team-0"}, [{"name": "fresh"}, {"name": "team-0"}], [{"name": "x"}, {"name": "x"}]]
+    )
     def test_a_duplicate_name_is_a_400_and_nothing_is_created(self, triager, groups, body):
         before = EventGroup.objects.count()
         response = triager.post("/groups", body, format="json")
@@ -128,6 +132,9 @@ def test_services_and_environments_list_ids_and_names(reader, capture):
     capture(make_event(service="Wish FE", environment="PROD"))
     capture(make_event(service="merchant-be", environment=None))
     services = reader.get("/services").json()
-    assert [(s["name"], s["normalized_name"]) for s in services] == [("Wish FE", "wish_fe"), ("merchant-be", "merchant_be")]
+    assert [(s["name"], s["normalized_name"]) for s in services] == [
+        ("Wish FE", "wish_fe"),
+        ("merchant-be", "merchant_be"),
+    ]
     environments = reader.get("/environments/").json()
     assert [e["normalized_name"] for e in environments] == ["prod", "default"]

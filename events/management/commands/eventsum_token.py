@@ -20,7 +20,9 @@ class Command(BaseCommand):
             user.save()
         if triager:
             codenames = [permission.split(".")[1] for permission in TRIAGE_PERMISSIONS]
-            user.user_permissions.add(*Permission.objects.filter(codename__in=codenames, content_type__app_label="events"))
+            user.user_permissions.add(
+                *Permission.objects.filter(codename__in=codenames, content_type__app_label="events")
+            )
         if reset:
             Token.objects.filter(user=user).delete()
         token, _ = Token.objects.get_or_create(user=user)
