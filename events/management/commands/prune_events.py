@@ -1,0 +1,109 @@
+"""Retention: drop occurrence buckets older than EVENTSUM_RETENTION_DAYS, then the instances and bases
+left with no occurrences (bases triaged into a group other than 0 stay, with their instances).
+
+Runs in batches, each its own short transaction, so captures are never blocked for long.
+"""
+
+import time
+from datetime import UTC, datetime, timedelta
+
+from django.conf import settings
+from django.core.management.base import BaseCommand
+from django.db import connection, transaction
+
+from events.models import DEFAULT_GROUP_ID
+
+# Each step: what it removes, and the rows it removes (at most %(batch)s of them per statement). The
+# last_seen conditions matter under concurrency: a capture that touches a row while we wait for its lock
+# moves last_seen, and PostgreSQL re-checks that row before deleting it.
+STEPS = [
+    (
+        "buckets",
+        "SELECT id FROM events_occurrencebucket WHERE bucket_start < %(cutoff)s LIMIT %(batch)s",
+        "DELETE FROM events_occurrencebucket WHERE id = ANY(%(ids)s) AND bucket_start < %(cutoff)s",
+    ),
+    (
+        "instances",
+        """
+        SELECT i.id FROM events_eventinstance i JOIN events_eventbase b ON b.id = i.event_base_id
+        WHERE i.last_seen < %(cutoff)s AND b.event_group_id = %(default_group)s
+          AND NOT EXISTS (SELECT 1 FROM events_occurrencebucket o WHERE o.event_instance_id = i.id)
+        LIMIT %(batch)s
+        """,
+        """
+        DELETE FROM events_eventinstance i WHERE i.id = ANY(%(ids)s) AND i.last_seen < %(cutoff)s
+          AND NOT EXISTS (SELECT 1 FROM events_occurrencebucket o WHERE o.event_instance_id = i.id)
+        """,
+    ),
+    (
+        "bases",
+        """
+        SELECT b.id FROM events_eventbase b
+        WHERE b.last_seen < %(cutoff)s AND b.event_group_id = %(default_group)s
+          AND NOT EXISTS (SELECT 1 FROM events_eventinstance i WHERE i.event_base_id = b.id)
+        LIMIT %(batch)s
+        """,
+        """
+        DELETE FROM events_eventbase b WHERE b.id = ANY(%(ids)s) AND b.last_seen < %(cutoff)s
+          AND b.event_group_id = %(default_group)s
+          AND NOT EXISTS (SELECT 1 FROM events_eventinstance i WHERE i.event_base_id = b.id)
+        """,
+    ),
+]
+
+DRY_RUN_COUNTS = {
+    "buckets": "SELECT count(*) FROM events_occurrencebucket WHERE bucket_start < %(cutoff)s",
+    "instances": """
+        SELECT count(*) FROM events_eventinstance i JOIN events_eventbase b ON b.id = i.event_base_id
+        WHERE i.last_seen < %(cutoff)s AND b.event_group_id = %(default_group)s
+          AND NOT EXISTS (SELECT 1 FROM events_occurrencebucket o
+                          WHERE o.event_instance_id = i.id AND o.bucket_start >= %(cutoff)s)
+    """,
+    "bases": """
+        SELECT count(*) FROM events_eventbase b
+        WHERE b.last_seen < %(cutoff)s AND b.event_group_id = %(default_group)s
+          AND NOT EXISTS (SELECT 1 FROM events_occurrencebucket o
+                          WHERE o.event_base_id = b.id AND o.bucket_start >= %(cutoff)s)
+    """,
+}
+
+
+class Command(BaseCommand):
+    help = "Delete occurrences older than EVENTSUM_RETENTION_DAYS, then instances and bases left empty."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--days", type=int, default=None, help="override EVENTSUM_RETENTION_DAYS")
+        parser.add_argument("--batch-size", type=int, default=5000)
+        parser.add_argument("--dry-run", action="store_true", help="count what would go, delete nothing")
+
+    def handle(self, days, batch_size, dry_run, **options):
+        days = days if days is not None else settings.EVENTSUM_RETENTION_DAYS
+        if days < 1 or batch_size < 1:
+            self.stderr.write("--days and --batch-size must be at least 1")
+            raise SystemExit(2)
+        cutoff = datetime.now(UTC) - timedelta(days=days)
+        parameters = {"cutoff": cutoff, "batch": batch_size, "default_group": DEFAULT_GROUP_ID}
+        self.stdout.write(f"Pruning occurrences before {cutoff:%Y-%m-%d %H:%M:%S} UTC ({days} days)")
+        if dry_run:
+            with connection.cursor() as cursor:
+                for name, sql in DRY_RUN_COUNTS.items():
+                    cursor.execute(sql, parameters)
+                    self.stdout.write(f"would delete {cursor.fetchone()[0]} {name}")
+            return
+        started = time.monotonic()
+        totals = {}
+        for name, select_sql, delete_sql in STEPS:
+            totals[name] = 0
+            while True:
+                with transaction.atomic(), connection.cursor() as cursor:
+                    cursor.execute(select_sql, parameters)
+                    ids = [row[0] for row in cursor.fetchall()]
+                    if not ids:
+                        break
+                    cursor.execute(delete_sql, {**parameters, "ids": ids})
+                    totals[name] += cursor.rowcount
+                self.stdout.write(f"  {name}: {totals[name]} deleted so far")
+                if len(ids) < batch_size:
+                    break
+        summary = ", ".join(f"{count} {name}" for name, count in totals.items())
+        self.stdout.write(f"Deleted {summary} in {time.monotonic() - started:.1f}s")

@@ -1,0 +1,173 @@
+"""Operations: health, metrics, logs, settings, retention."""
+
+import json
+import logging
+import os
+import subprocess
+import sys
+from datetime import UTC, datetime, timedelta
+from io import StringIO
+from pathlib import Path
+
+import pytest
+from django.core.management import call_command
+
+from events.models import EventBase, EventInstance, OccurrenceBucket
+from events.observability import JsonLineFormatter
+from tests.conftest import make_event, post_json
+
+pytestmark = pytest.mark.django_db
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_health_is_ok_when_the_database_answers(anonymous):
+    response = anonymous.get("/health")
+    assert response.status_code == 200
+    assert response.json() == {"status": "ok"}
+
+
+def test_health_is_503_when_the_database_does_not_answer(anonymous, monkeypatch):
+    from django.db import connection
+    from django.db.utils import OperationalError
+
+    def unreachable(*args, **kwargs):
+        raise OperationalError("connection refused")
+
+    # The real outage (PostgreSQL stopped) is in test_outage.py; this checks the answer's shape alone.
+    monkeypatch.setattr(connection, "cursor", unreachable)
+    response = anonymous.get("/health/")
+    assert response.status_code == 503
+    assert response["Retry-After"] == "5"
+    assert response.json()["status"] == "unavailable"
+
+
+def metric_value(text: str, name: str, **labels) -> float:
+    for line in text.splitlines():
+        if line.startswith(name + "{") and all(f'{key}="{value}"' in line for key, value in labels.items()):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+def test_metrics_count_stored_and_rejected_captures_and_request_latency(anonymous, client):
+    before = anonymous.get("/metrics").content.decode()
+    post_json(client, "/capture", [make_event(service="Metric Svc"), make_event(service="metric-svc")])
+    post_json(client, "/capture", make_event(service=None))
+    client.post("/capture", data=b"{broken", content_type="application/json")
+
+    response = anonymous.get("/metrics")
+    assert response.status_code == 200
+    assert response["Content-Type"].startswith("text/plain")
+    text = response.content.decode()
+    stored = {"service": "metric_svc", "environment": "prod", "outcome": "stored"}
+    assert (
+        metric_value(text, "eventsum_captured_events_total", **stored)
+        - metric_value(before, "eventsum_captured_events_total", **stored)
+        == 2
+    )
+    rejected = {"outcome": "rejected", "reason": "invalid"}
+    assert (
+        metric_value(text, "eventsum_captured_events_total", **rejected)
+        - metric_value(before, "eventsum_captured_events_total", **rejected)
+        == 2
+    )
+    assert metric_value(text, "eventsum_request_duration_seconds_count", endpoint="capture", method="POST") >= 3
+    assert "eventsum_database_errors" in text
+
+
+def test_each_request_and_each_rejection_is_logged(client, caplog):
+    with caplog.at_level(logging.INFO):
+        post_json(client, "/capture", make_event(event_name=""))
+    messages = [record.getMessage() for record in caplog.records]
+    assert any(m.startswith("capture rejected: invalid") and "event_name" in m for m in messages)
+    assert any(m.startswith("POST /capture 400 ") for m in messages)
+
+
+def test_json_log_lines_carry_the_request_fields():
+    record = logging.LogRecord("eventsum.request", logging.INFO, __file__, 1, "GET /x 200", None, None)
+    record.status, record.path, record.duration_ms = 200, "/x", 1.5
+    line = json.loads(JsonLineFormatter().format(record))
+    assert line["message"] == "GET /x 200"
+    assert (line["status"], line["path"], line["duration_ms"], line["level"]) == (200, "/x", 1.5, "INFO")
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("EVENTSUM_TIME_INTERVAL", "abc"),
+        ("EVENTSUM_TIME_INTERVAL", "0"),
+        ("EVENTSUM_AUTO_CREATE", "maybe"),
+        ("EVENTSUM_MAX_BATCH", "-5"),
+        ("EVENTSUM_LOG_FORMAT", "xml"),
+        ("EVENTSUM_TIME_FORMAT", "%Y"),
+        ("EVENTSUM_PRODUCTION", "true"),  # without SECRET_KEY
+    ],
+)
+def test_a_bad_setting_refuses_to_start_naming_the_variable(variable, value):
+    env = {k: v for k, v in os.environ.items() if k != "SECRET_KEY"}
+    env[variable] = value
+    result = subprocess.run(
+        [sys.executable, "manage.py", "check"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode != 0
+    assert "ImproperlyConfigured" in result.stderr
+    assert (variable if variable != "EVENTSUM_PRODUCTION" else "SECRET_KEY") in result.stderr.splitlines()[-1]
+
+
+def test_production_mode_starts_with_a_secret_key_and_debug_off():
+    env = {**os.environ, "EVENTSUM_PRODUCTION": "true", "SECRET_KEY": "x" * 50}
+    code = "from django.conf import settings; print(settings.DEBUG, settings.SESSION_COOKIE_SECURE)"
+    result = subprocess.run(
+        [sys.executable, "manage.py", "shell", "-c", code],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split()[-2:] == ["False", "True"]
+
+
+class TestPrune:
+    @pytest.fixture
+    def data(self, capture, triager):
+        """Old-only base O (2 instances), mixed base M (old and recent instance), old triaged base T."""
+        now = datetime.now(UTC)
+        old = (now - timedelta(days=100)).strftime("%Y-%m-%d %H:%M:%S")
+        recent = (now - timedelta(days=1)).strftime("%Y-%m-%d %H:%M:%S")
+        ids = {}
+        ids["O"] = capture([make_event(event_name="O", lineno=n, timestamp=old) for n in (1, 2)])["results"][0]
+        ids["M-old"] = capture(make_event(event_name="M", lineno=1, timestamp=old))
+        ids["M-new"] = capture(make_event(event_name="M", lineno=2, timestamp=recent))
+        capture(make_event(event_name="M", lineno=2, timestamp=old))  # an old bucket of the recent instance
+        ids["T"] = capture(make_event(event_name="T", timestamp=old))
+        group = triager.post("/groups", {"name": "keep"}, format="json").json()["id"]
+        triager.post("/assign_group", {"event_id": ids["T"]["event_base_id"], "group_id": group}, format="json")
+        return ids
+
+    def prune(self, *args) -> str:
+        out = StringIO()
+        call_command("prune_events", *args, stdout=out)
+        return out.getvalue()
+
+    def test_dry_run_counts_and_deletes_nothing(self, data):
+        output = self.prune("--dry-run")
+        assert "would delete 5 buckets" in output
+        assert "would delete 3 instances" in output  # O's two and M's old one
+        assert "would delete 1 bases" in output  # O; M has a recent occurrence, T is triaged
+        assert OccurrenceBucket.objects.count() == 6
+
+    def test_it_prunes_old_buckets_then_empty_instances_and_untriaged_bases(self, data):
+        output = self.prune("--batch-size", "2")
+        assert "Deleted 5 buckets, 3 instances, 1 bases" in output
+        assert "buckets: 2 deleted so far" in output  # progress per batch
+        assert set(EventBase.objects.values_list("event_name", flat=True)) == {"M", "T"}
+        assert set(EventInstance.objects.values_list("id", flat=True)) == {
+            data["M-new"]["event_instance_id"],
+            data["T"]["event_instance_id"],
+        }
+        (bucket,) = OccurrenceBucket.objects.all()
+        assert bucket.event_instance_id == data["M-new"]["event_instance_id"]
+
+    def test_days_can_be_overridden(self, data):
+        assert "Deleted 0 buckets, 0 instances, 0 bases" in self.prune("--days", "365")
