@@ -15,3 +15,11 @@ max_requests_jitter = 2000
 accesslog = None  # Eventsum logs one line per request itself (events.logging)
 errorlog = "-"
 wsgi_app = "eventsum_project.wsgi:application"
+
+
+def child_exit(server, worker):
+    # A dead worker's live gauges must not linger in the shared metrics folder.
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(worker.pid)
