@@ -94,6 +94,7 @@ class EventBase(models.Model):
             models.Index(fields=["service", "environment"], name="eventbase_service_env"),
             models.Index(fields=["processed_data_hash"], name="eventbase_hash"),
             models.Index(fields=["event_group", "-last_seen"], name="eventbase_group"),
+            models.Index(fields=["event_type"], name="eventbase_type"),  # the admin's type filter
             GinIndex(fields=["search_trigrams"], name="eventbase_search_trigrams"),
         ]
 

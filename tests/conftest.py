@@ -148,3 +148,10 @@ def capture(client, db):
         return response.json()
 
     return send
+
+
+def pytest_terminal_summary(terminalreporter):
+    from tests.test_admin_browser import SCREENSHOTS
+
+    if SCREENSHOTS.exists():
+        terminalreporter.write_line(f"browser screenshots: {SCREENSHOTS}")

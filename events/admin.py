@@ -1,0 +1,361 @@
+"""The triage dashboard (SPEC section 5). Writes go through events.triage, like the API's."""
+
+from django import forms
+from django.contrib import admin, messages
+from django.db import IntegrityError, transaction
+from django.db.models import Count, OuterRef, Subquery, Sum
+from django.db.models.expressions import RawSQL
+from django.db.models.functions import Coalesce
+from django.http import HttpResponseRedirect
+from django.template.response import TemplateResponse
+from django.urls import reverse
+from django.utils.html import format_html
+
+from events.admin_views import (
+    CappedCountPaginator,
+    chart_start,
+    distinct_values,
+    hourly_counts_sql,
+    pretty_json,
+    stack_trace,
+    svg_chart,
+)
+from events.filters import EventSearchFilterSet
+from events.models import DEFAULT_GROUP_ID, Environment, EventBase, EventGroup, EventInstance, OccurrenceBucket, Service
+from events.timeparse import format_time
+from events.triage import TriageInvalid, assign_groups, delete_group
+
+admin.site.site_header = "Eventsum"
+admin.site.site_title = "Eventsum"
+admin.site.index_title = "Triage"
+
+
+def total_count(column: str):
+    """Occurrences over all time, as a correlated subquery (index-only on the buckets' indexes)."""
+    buckets = (
+        OccurrenceBucket.objects.filter(**{column: OuterRef("pk")})
+        .order_by()
+        .values(column)
+        .annotate(total=Sum("count"))
+        .values("total")
+    )
+    return Coalesce(Subquery(buckets), 0)
+
+
+class EventTypeFilter(admin.SimpleListFilter):
+    title = "type"
+    parameter_name = "event_type"
+
+    def lookups(self, request, model_admin):
+        return [(value, value) for value in distinct_values("events_eventbase", "event_type")]
+
+    def queryset(self, request, queryset):
+        return queryset.filter(event_type=self.value()) if self.value() else queryset
+
+
+class AssignGroupForm(forms.Form):
+    group = forms.ModelChoiceField(EventGroup.objects.order_by("id"), required=False, label="Existing group")
+    new_group = forms.CharField(max_length=200, required=False, label="…or a new group named")
+
+    def clean(self):
+        data = super().clean()
+        if bool(data.get("group")) == bool(data.get("new_group", "").strip()):
+            raise forms.ValidationError("Pick an existing group or name a new one (not both).")
+        return data
+
+
+class EventInstanceInline(admin.TabularInline):
+    model = EventInstance
+    fields = ["instance_link", "latest_message", "occurrences", "first_seen", "last_seen"]
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+    show_change_link = False
+    ordering = ["-last_seen"]
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).annotate(occurrences=total_count("event_instance"))
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    @admin.display(description="instance")
+    def instance_link(self, instance):
+        url = reverse("admin:events_eventinstance_change", args=[instance.pk])
+        return format_html('<a href="{}">#{}</a>', url, instance.pk)
+
+    @admin.display(description="occurrences")
+    def occurrences(self, instance):
+        return instance.occurrences
+
+
+@admin.register(EventBase)
+class EventBaseAdmin(admin.ModelAdmin):
+    list_display = [
+        "title",
+        "service",
+        "environment",
+        "event_type",
+        "event_group",
+        "total",
+        "last_24h",
+        "chart",
+        "first",
+        "last",
+    ]
+    list_display_links = ["title"]
+    show_facets = admin.ShowFacets.NEVER  # facet counts would scan every base on each page
+    list_filter = ["service", "environment", "event_group", EventTypeFilter, "last_seen"]
+    list_select_related = ["service", "environment", "event_group"]
+    search_fields = ["event_name"]  # replaced by get_search_results: the indexed keyword search
+    search_help_text = "Words in the name, type, messages or frames, or a processed data hash."
+    ordering = ["-last_seen", "-id"]
+    list_per_page = 50
+    paginator = CappedCountPaginator
+    show_full_result_count = False
+    actions = ["assign_to_group"]
+    inlines = [EventInstanceInline]
+    fields = [
+        "title",
+        "service",
+        "environment",
+        "event_type",
+        "event_group",
+        "latest_message",
+        "total",
+        "chart",
+        "first_seen",
+        "last_seen",
+        "processed_data_hash",
+        "normalization_version",
+        "trace",
+    ]
+    readonly_fields = [name for name in fields if name != "event_group"]
+
+    def get_queryset(self, request):
+        start = chart_start()
+        return (
+            super()
+            .get_queryset(request)
+            .annotate(
+                total_occurrences=total_count("event_base"),
+                hourly=RawSQL(hourly_counts_sql("event_base_id", "events_eventbase"), [start, start]),
+            )
+        )
+
+    def get_search_results(self, request, queryset, search_term):
+        term = search_term.strip()
+        if not term:
+            return queryset, False
+        if len(term) == 64 and all(c in "0123456789abcdef" for c in term.lower()):
+            return queryset.filter(processed_data_hash=term.lower()), False
+        return EventSearchFilterSet().filter_keywords(queryset, "keywords", term), False
+
+    def has_add_permission(self, request):
+        return False  # bases come from captures
+
+    def has_delete_permission(self, request, obj=None):
+        return False  # retention prunes; deleting one base would only make it reappear
+
+    @admin.display(description="event", ordering="event_name")
+    def title(self, base):
+        return format_html("<b>{}</b><br><small>{}</small>", base.event_name, base.latest_message[:120])
+
+    @admin.display(description="first seen", ordering="first_seen")
+    def first(self, base):
+        return format_time(base.first_seen)
+
+    @admin.display(description="last seen", ordering="-last_seen")
+    def last(self, base):
+        return format_time(base.last_seen)
+
+    @admin.display(description="total")
+    def total(self, base):
+        return base.total_occurrences
+
+    @admin.display(description="24h")
+    def last_24h(self, base):
+        return sum(base.hourly or [])
+
+    @admin.display(description="last 24 hours")
+    def chart(self, base):
+        return svg_chart(base.hourly)
+
+    @admin.display(description="stack trace (processed)")
+    def trace(self, base):
+        return stack_trace(base.processed_data, with_vars=False)
+
+    def save_model(self, request, obj, form, change):
+        # Only the group is editable; it goes through the same service as the API, which records history.
+        if change and "event_group" in form.changed_data:
+            assign_groups([(obj.pk, obj.event_group_id)], request.user, via="admin")
+
+    def log_change(self, request, obj, message):
+        return None  # events.triage.assign_groups recorded the change with its group name
+
+    @admin.action(description="Assign to group…", permissions=["change"])
+    def assign_to_group(self, request, queryset):
+        form = AssignGroupForm(request.POST if "apply" in request.POST else None)
+        if form.is_valid():
+            try:
+                with transaction.atomic():
+                    group = form.cleaned_data["group"] or EventGroup.objects.create(
+                        name=form.cleaned_data["new_group"].strip()
+                    )
+                    updated = assign_groups(
+                        [(pk, group.pk) for pk in queryset.values_list("pk", flat=True)], request.user, via="admin"
+                    )
+            except IntegrityError:
+                form.add_error("new_group", "A group with this name already exists.")
+            except TriageInvalid as invalid:
+                form.add_error(None, str(invalid.detail))
+            else:
+                self.message_user(request, f"{updated} event bases moved to group “{group.name}”.", messages.SUCCESS)
+                return HttpResponseRedirect(request.get_full_path())
+        return TemplateResponse(
+            request,
+            "admin/events/assign_group.html",
+            {
+                **self.admin_site.each_context(request),
+                "title": "Assign event bases to a group",
+                "opts": self.model._meta,
+                "form": form,
+                "bases": queryset.select_related("event_group")[:200],
+                "count": queryset.count(),
+                "selected": request.POST.getlist(admin.helpers.ACTION_CHECKBOX_NAME),
+                "action": "assign_to_group",
+                "select_across": request.POST.get("select_across", "0"),
+            },
+        )
+
+
+@admin.register(EventInstance)
+class EventInstanceAdmin(admin.ModelAdmin):
+    list_display = ["__str__", "event_base", "latest_message", "first_seen", "last_seen"]
+    list_select_related = ["event_base"]
+    ordering = ["-last_seen", "-id"]
+    paginator = CappedCountPaginator
+    show_full_result_count = False
+    fields = [
+        "base_link",
+        "latest_message",
+        "occurrences",
+        "chart",
+        "first_seen",
+        "last_seen",
+        "generic_data_hash",
+        "raw_trace",
+        "extra_args",
+        "processed_details_json",
+        "filters_json",
+    ]
+    readonly_fields = fields
+
+    def get_queryset(self, request):
+        start = chart_start()
+        return (
+            super()
+            .get_queryset(request)
+            .annotate(
+                occurrences=total_count("event_instance"),
+                hourly=RawSQL(hourly_counts_sql("event_instance_id", "events_eventinstance"), [start, start]),
+            )
+        )
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False  # read-only: the page is for looking
+
+    @admin.display(description="event base")
+    def base_link(self, instance):
+        url = reverse("admin:events_eventbase_change", args=[instance.event_base_id])
+        return format_html('<a href="{}">{}</a>', url, instance.event_base)
+
+    @admin.display(description="occurrences")
+    def occurrences(self, instance):
+        return instance.occurrences
+
+    @admin.display(description="last 24 hours")
+    def chart(self, instance):
+        return svg_chart(instance.hourly, width=480, height=60)
+
+    @admin.display(description="stack trace (raw, latest occurrence)")
+    def raw_trace(self, instance):
+        return stack_trace(instance.raw_data, with_vars=True)
+
+    @admin.display(description="extra_args")
+    def extra_args(self, instance):
+        return pretty_json(instance.raw_details)
+
+    @admin.display(description="processed details")
+    def processed_details_json(self, instance):
+        return pretty_json(instance.processed_details)
+
+    @admin.display(description="filters")
+    def filters_json(self, instance):
+        return pretty_json(instance.filters)
+
+
+class BaseCountAdmin(admin.ModelAdmin):
+    """Groups, services and environments: base counts, and a link to their bases."""
+
+    filter_parameter: str
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).annotate(base_count=Count("event_bases"))
+
+    @admin.display(description="event bases", ordering="base_count")
+    def bases(self, obj):
+        url = reverse("admin:events_eventbase_changelist") + f"?{self.filter_parameter}={obj.pk}"
+        return format_html('<a href="{}">{} bases</a>', url, obj.base_count)
+
+
+@admin.register(EventGroup)
+class EventGroupAdmin(BaseCountAdmin):
+    list_display = ["id", "name", "bases", "created_at"]
+    list_display_links = ["name"]
+    search_fields = ["name"]
+    filter_parameter = "event_group__id__exact"
+
+    def get_readonly_fields(self, request, obj=None):
+        return ["name"] if obj is not None and obj.pk == DEFAULT_GROUP_ID else []
+
+    def has_delete_permission(self, request, obj=None):
+        if obj is not None and obj.pk == DEFAULT_GROUP_ID:
+            return False
+        return super().has_delete_permission(request, obj)
+
+    def delete_model(self, request, obj):
+        delete_group(obj, request.user, via="admin")
+
+    def delete_queryset(self, request, queryset):
+        for group in queryset.exclude(pk=DEFAULT_GROUP_ID):
+            delete_group(group, request.user, via="admin")
+
+    def log_deletions(self, request, queryset):
+        return None  # delete_group recorded it, with how many bases moved
+
+
+class NamedEntityAdmin(BaseCountAdmin):
+    list_display = ["id", "name", "normalized_name", "bases", "created_at"]
+    list_display_links = ["name"]
+    search_fields = ["name", "normalized_name"]
+    readonly_fields = ["normalized_name", "created_at"]
+
+    def has_delete_permission(self, request, obj=None):
+        return False  # their bases and counts would go with them; prune instead
+
+
+@admin.register(Service)
+class ServiceAdmin(NamedEntityAdmin):
+    filter_parameter = "service__id__exact"
+
+
+@admin.register(Environment)
+class EnvironmentAdmin(NamedEntityAdmin):
+    filter_parameter = "environment__id__exact"

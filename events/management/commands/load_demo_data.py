@@ -1,0 +1,25 @@
+import time
+
+from django.core.management.base import BaseCommand
+
+from events.demo import demo_events
+from events.services import capture_events
+
+
+class Command(BaseCommand):
+    help = "Fill the database with realistic demo events (several services and environments, spread over days)."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--bases", type=int, default=300)
+        parser.add_argument("--occurrences", type=int, default=20000)
+        parser.add_argument("--days", type=float, default=3)
+
+    def handle(self, bases, occurrences, days, **options):
+        if bases < 1 or occurrences < bases or days <= 0:
+            self.stderr.write("need --bases >= 1, --occurrences >= --bases and --days > 0")
+            raise SystemExit(2)
+        started = time.monotonic()
+        events = demo_events(bases, occurrences, days)
+        for start in range(0, len(events), 1000):
+            capture_events(events[start : start + 1000])  # the same path as /capture
+        self.stdout.write(f"Captured {len(events)} demo events over {bases} bases in {time.monotonic() - started:.1f}s")

@@ -1,0 +1,137 @@
+"""The admin dashboard through Django's test client: permissions, the bulk action, history, query counts."""
+
+import pytest
+from django.contrib.admin.models import LogEntry
+from django.contrib.auth.models import User
+
+from events.models import EventBase, EventGroup
+from events.services import capture_events
+from tests.conftest import make_event
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def staff(client):
+    User.objects.create_superuser("boss", password="pw")
+    client.login(username="boss", password="pw")
+    return client
+
+
+def capture_bases(count: int, **changes) -> list[int]:
+    results = capture_events([make_event(event_name=f"E{i}", **changes) for i in range(count)])
+    return [result.event_base_id for result in results]
+
+
+def test_a_non_staff_user_is_refused(client):
+    User.objects.create_user("reader", password="pw")
+    client.login(username="reader", password="pw")
+    response = client.get("/admin/events/eventbase/")
+    assert response.status_code == 302
+    assert "/admin/login/" in response["Location"]
+
+
+def test_the_base_list_shows_counts_and_charts(staff):
+    capture_events([make_event(event_name="Hot")] * 3)
+    response = staff.get("/admin/events/eventbase/")
+    assert response.status_code == 200
+    html = response.content.decode()
+    assert "Hot" in html and 'aria-label="last 24 hours: 3 occurrences"' in html
+    assert '<td class="field-total">3</td>' in html
+
+
+def test_the_base_list_query_count_does_not_grow_with_rows(staff, django_assert_max_num_queries):
+    capture_bases(2)
+    with django_assert_max_num_queries(12) as few:
+        staff.get("/admin/events/eventbase/")
+    capture_bases(40, service="other")
+    with django_assert_max_num_queries(12) as many:
+        staff.get("/admin/events/eventbase/")
+    assert len(many.captured_queries) == len(few.captured_queries)
+    sql = [query["sql"] for query in many.captured_queries]
+    assert any("LIMIT 10001) AS capped" in statement for statement in sql)  # the count stops early
+    assert not any('COUNT(*) AS "__count" FROM "events_eventbase"' in statement for statement in sql)
+
+
+def test_search_finds_by_words_and_by_hash(staff):
+    capture_events([make_event(event_name="PaymentDeclined", message="card 4242 declined"), make_event()])
+    payment = EventBase.objects.get(event_name="PaymentDeclined")
+    assert "PaymentDeclined" in staff.get("/admin/events/eventbase/", {"q": "declined CARD"}).content.decode()
+    body = staff.get("/admin/events/eventbase/", {"q": "declined zero"}).content.decode()
+    assert "0 event bases" in body
+    by_hash = staff.get("/admin/events/eventbase/", {"q": payment.processed_data_hash}).content.decode()
+    assert "PaymentDeclined" in by_hash and "ZeroDivisionError" in by_hash  # the same processed data
+
+
+def test_the_bulk_action_asks_for_the_group_then_assigns_and_records_history(staff):
+    ids = capture_bases(3)
+    selection = {"action": "assign_to_group", "_selected_action": ids[:2]}
+    ask = staff.post("/admin/events/eventbase/", selection)
+    assert ask.status_code == 200
+    assert "Assign event bases to a group" in ask.content.decode()
+
+    invalid = staff.post("/admin/events/eventbase/", {**selection, "apply": "1"})
+    assert "Pick an existing group or name a new one" in invalid.content.decode()
+
+    done = staff.post("/admin/events/eventbase/", {**selection, "apply": "1", "new_group": "Mobile"})
+    assert done.status_code == 302
+    group = EventGroup.objects.get(name="Mobile")
+    assert sorted(EventBase.objects.filter(event_group=group).values_list("id", flat=True)) == sorted(ids[:2])
+    assert LogEntry.objects.filter(object_id__in=[str(i) for i in ids[:2]], user__username="boss").count() == 2
+
+    again = staff.post("/admin/events/eventbase/", {**selection, "apply": "1", "group": 0})
+    assert again.status_code == 302
+    assert EventBase.objects.filter(event_group_id=0).count() == 3
+
+
+def test_changing_the_group_on_a_base_page_is_recorded_once(staff):
+    (base_id,) = capture_bases(1)
+    group = EventGroup.objects.create(name="Backend")
+    response = staff.post(
+        f"/admin/events/eventbase/{base_id}/change/",
+        {
+            "event_group": group.id,
+            "instances-TOTAL_FORMS": "1",
+            "instances-INITIAL_FORMS": "1",
+            "instances-MIN_NUM_FORMS": "0",
+            "instances-MAX_NUM_FORMS": "1000",
+            "instances-0-id": EventBase.objects.get(id=base_id).instances.get().id,
+            "instances-0-event_base": base_id,
+        },
+    )
+    assert response.status_code == 302, response.content.decode()[:2000]
+    assert EventBase.objects.get(id=base_id).event_group_id == group.id
+    (entry,) = LogEntry.objects.filter(object_id=str(base_id))
+    assert "Backend" in entry.change_message
+
+
+def test_deleting_a_group_in_the_admin_moves_its_bases_and_group_0_cannot_be_deleted(staff):
+    ids = capture_bases(2)
+    group = EventGroup.objects.create(name="Temp")
+    EventBase.objects.filter(id__in=ids).update(event_group=group)
+    response = staff.post(f"/admin/events/eventgroup/{group.id}/delete/", {"post": "yes"})
+    assert response.status_code == 302
+    assert not EventGroup.objects.filter(id=group.id).exists()
+    assert EventBase.objects.filter(event_group_id=0).count() == 2
+    assert staff.get("/admin/events/eventgroup/0/delete/").status_code == 403
+
+
+def test_groups_services_and_environments_link_to_their_bases(staff):
+    capture_bases(2)
+    for path, parameter in [
+        ("eventgroup", "event_group__id__exact=0"),
+        ("service", "service__id__exact="),
+        ("environment", "environment__id__exact="),
+    ]:
+        html = staff.get(f"/admin/events/{path}/").content.decode()
+        assert parameter in html and "2 bases" in html
+
+
+def test_base_and_instance_pages_render_the_trace(staff):
+    capture_events([make_event(vars={"user": "<User at 0x7f00deadbeef>"}, extra_args={"host": "web-1"})])
+    base = EventBase.objects.get()
+    base_page = staff.get(f"/admin/events/eventbase/{base.id}/change/").content.decode()
+    assert 'class="line failing"' in base_page and "func4" in base_page
+    instance_page = staff.get(f"/admin/events/eventinstance/{base.instances.get().id}/change/").content.decode()
+    assert "0x7f00deadbeef" in instance_page
+    assert "&quot;host&quot;: &quot;web-1&quot;" in instance_page
