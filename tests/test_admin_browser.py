@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from django.contrib.auth.models import User
+from playwright.sync_api import expect
 
 from events.models import EventBase, EventGroup
 from events.services import capture_events
@@ -84,9 +85,9 @@ def test_triage_flow_filter_assign_and_inspect(page, events):
     assert page.locator("svg.eventsum-chart").count() == 4
     shot(page, "1-base-list")
 
-    page.click("#changelist-filter >> text=Wish FE")
-    rows = page.locator("#result_list tbody tr")
-    assert rows.count() == 3
+    page.click("#changelist-filter a:text-is('Wish FE')")
+    page.wait_for_url("**service__id__exact=*")
+    expect(page.locator("#result_list tbody tr")).to_have_count(3)
     assert "merchant-be" not in page.locator("#result_list").inner_text()
     shot(page, "2-filtered-by-service")
 
@@ -97,6 +98,7 @@ def test_triage_flow_filter_assign_and_inspect(page, events):
     page.fill("#id_new_group", "checkout team")
     shot(page, "3-assign-to-group")
     page.click("input[value=Assign]")
+    expect(page.locator(".messagelist")).to_be_visible()
     assert "2 event bases moved to group “checkout team”" in page.locator(".messagelist").inner_text()
     group = EventGroup.objects.get(name="checkout team")
     assert EventBase.objects.filter(event_group=group).count() == 2
