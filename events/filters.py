@@ -93,10 +93,10 @@ class EventSearchFilterSet(django_filters.FilterSet):
 
     def filter_keywords(self, queryset, name, value):
         for word in value.lower().split():
-            condition = Q(search_text__contains=word)
+            condition = Q(search__static_text__contains=word) | Q(search__messages_text__contains=word)
             pieces = trigrams_of(word)
-            if pieces:  # served by the GIN index; search_text confirms the word itself
-                condition &= Q(search_trigrams__contains=sorted(pieces))
+            if pieces:  # served by the GIN index; the texts then confirm the word itself
+                condition &= Q(search__trigrams__contains=sorted(pieces))
             queryset = queryset.filter(condition)
         return queryset
 

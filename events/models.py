@@ -73,12 +73,6 @@ class EventBase(models.Model):
         EventGroup, on_delete=models.SET_DEFAULT, default=DEFAULT_GROUP_ID, related_name="event_bases"
     )
     latest_message = models.TextField(blank=True, default="")
-    # Lower-cased name, type, frame functions, modules and filenames and the messages seen (bounded):
-    # what `keywords` searches, through a trigram index.
-    search_text = models.TextField(blank=True, default="", editable=False)
-    # The distinct three-character pieces of the words of search_text, behind a GIN index: a keyword's
-    # pieces must all be here before search_text is compared, which works on any PostgreSQL (no pg_trgm).
-    search_trigrams = ArrayField(models.CharField(max_length=3), default=list, blank=True, editable=False)
     first_seen = models.DateTimeField()
     last_seen = models.DateTimeField()
 
@@ -95,7 +89,6 @@ class EventBase(models.Model):
             models.Index(fields=["processed_data_hash"], name="eventbase_hash"),
             models.Index(fields=["event_group", "-last_seen"], name="eventbase_group"),
             models.Index(fields=["event_type"], name="eventbase_type"),  # the admin's type filter
-            GinIndex(fields=["search_trigrams"], name="eventbase_search_trigrams"),
         ]
 
     def __str__(self) -> str:
@@ -105,6 +98,27 @@ class EventBase(models.Model):
         # Only same-row derived fields here; group assignment and counting live in events.services.
         self.processed_data_hash = canonical_hash(self.processed_data)
         super().save(*args, **kwargs)
+
+
+class EventBaseSearch(models.Model):
+    """What `keywords` searches for one base, in a table of its own: a base row is rewritten on every
+    capture (last_seen), and keeping the GIN index off that table spares each capture its upkeep.
+    """
+
+    event_base = models.OneToOneField(EventBase, on_delete=models.CASCADE, primary_key=True, related_name="search")
+    # Lower-cased type, name, frame functions, modules and filenames: set when the base is created.
+    static_text = models.TextField()
+    # Lower-cased distinct messages seen, appended (bounded, so messages with ids in them can't grow it forever).
+    messages_text = models.TextField()
+    # The distinct three-character pieces of the words of both texts, behind a GIN index: a keyword's
+    # pieces must all be here before the texts are compared. Works on any PostgreSQL (no pg_trgm needed).
+    trigrams = ArrayField(models.CharField(max_length=3))
+
+    class Meta:
+        indexes = [GinIndex(fields=["trigrams"], name="eventbasesearch_trigrams")]
+
+    def __str__(self) -> str:
+        return f"search text of base #{self.event_base_id}"
 
 
 class EventInstance(models.Model):

@@ -10,7 +10,7 @@ row or lose a count and a batch is stored whole or not at all.
 import json
 import re
 import time
-from collections import Counter
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
@@ -21,9 +21,10 @@ from psycopg2 import errors as pg_errors
 from events.models import DEFAULT_GROUP_ID, Environment, Service, normalize_name
 from events.observability import record_stored
 from events.timeparse import bucket_start, parse_time
+from grouping.hashing import compact_json
 from grouping.pipeline import NORMALIZATION_VERSION, FilterFailed, grouping_counters, normalize
 from grouping.registry import FILTERS, GROUPINGS, unknown_filters, unknown_groupings
-from grouping.search_text import search_text_for, trigrams_of
+from grouping.search_text import static_search_text, trigrams_of
 
 MAX_NAME_LENGTH = 200
 MAX_TEXT_LENGTH = 1024
@@ -152,9 +153,9 @@ def prepare_event(payload, received_at: datetime) -> PreparedEvent:
             groupings,
             {"message": normalized.message, "event_data": event_data, "extra_args": extra_args},
         )
-        raw_data_json = _json(event_data)
-        raw_details_json = _json(extra_args)
-        processed_details_json = _json(normalized.processed_details)
+        raw_data_json = compact_json(event_data)
+        raw_details_json = compact_json(extra_args)
+        processed_details_json = compact_json(normalized.processed_details)
     except FilterFailed as error:
         key = "configurable_groupings" if error.stage == "grouping" else "configurable_filters"
         raise CaptureInvalid({key: [str(error)]}) from None
@@ -182,7 +183,7 @@ def prepare_event(payload, received_at: datetime) -> PreparedEvent:
         raw_data_json=raw_data_json,
         raw_details_json=raw_details_json,
         processed_details_json=processed_details_json,
-        filters_json=_json(filters),
+        filters_json=compact_json(filters),
         counters=counters,
     )
 
@@ -230,10 +231,6 @@ def _validate_groupings(value, errors: dict) -> list[str]:
         ]
         return []
     return list(dict.fromkeys(value))  # a grouping named twice still counts an occurrence once
-
-
-def _json(value) -> str:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
 
 def _json_type(value) -> str:
@@ -385,33 +382,37 @@ WITH base_input AS (
     SELECT * FROM unnest(
         %(b_idx)s::int[], %(b_service)s::bigint[], %(b_environment)s::bigint[], %(b_type)s::text[],
         %(b_name)s::text[], %(b_hash)s::text[], %(b_data)s::jsonb[], %(b_message)s::text[],
-        %(b_search_text)s::text[], %(b_trigrams)s::text[], %(b_first)s::timestamptz[], %(b_last)s::timestamptz[]
-    ) AS t(idx, service_id, environment_id, event_type, event_name, hash, data, message, search_text,
+        %(b_static_text)s::text[], %(b_trigrams)s::text[], %(b_first)s::timestamptz[], %(b_last)s::timestamptz[]
+    ) AS t(idx, service_id, environment_id, event_type, event_name, hash, data, message, static_text,
            trigrams, first_seen, last_seen)
 ), bases AS (
     INSERT INTO events_eventbase AS b (
         service_id, environment_id, event_type, event_name, processed_data_hash, processed_data,
-        normalization_version, event_group_id, latest_message, search_text, search_trigrams, first_seen, last_seen
+        normalization_version, event_group_id, latest_message, first_seen, last_seen
     )
     SELECT service_id, environment_id, event_type, event_name, hash, data, %(version)s, %(default_group)s,
-           message, search_text, string_to_array(trigrams, ' '), first_seen, last_seen
+           message, first_seen, last_seen
     FROM base_input ORDER BY idx
     ON CONFLICT ON CONSTRAINT eventbase_identity DO UPDATE SET
         first_seen = LEAST(b.first_seen, EXCLUDED.first_seen),
         last_seen = GREATEST(b.last_seen, EXCLUDED.last_seen),
         latest_message = CASE WHEN EXCLUDED.last_seen >= b.last_seen
-                              THEN EXCLUDED.latest_message ELSE b.latest_message END,
-        -- a message not seen before joins the searchable text (bounded, so a message with ids in it
-        -- can't grow the row forever)
-        search_text = CASE WHEN length(b.search_text) > %(search_cap)s
-                              OR strpos(b.search_text, lower(EXCLUDED.latest_message)) > 0
-                           THEN b.search_text
-                           ELSE b.search_text || E'\\n' || lower(EXCLUDED.latest_message) END,
-        search_trigrams = CASE WHEN length(b.search_text) > %(search_cap)s
-                                 OR strpos(b.search_text, lower(EXCLUDED.latest_message)) > 0
-                              THEN b.search_trigrams
-                              ELSE ARRAY(SELECT DISTINCT unnest(b.search_trigrams || EXCLUDED.search_trigrams)) END
+                              THEN EXCLUDED.latest_message ELSE b.latest_message END
     RETURNING id, service_id, environment_id, event_type, event_name, processed_data_hash, event_group_id
+), searches AS (
+    -- Written when a base is new, and again only when it brings a message not seen before.
+    INSERT INTO events_eventbasesearch AS s (event_base_id, static_text, messages_text, trigrams)
+    SELECT bases.id, bi.static_text, lower(bi.message), string_to_array(bi.trigrams, ' ')
+    FROM base_input bi
+    JOIN bases ON (bases.service_id, bases.environment_id, bases.event_type, bases.event_name,
+                   bases.processed_data_hash)
+                = (bi.service_id, bi.environment_id, bi.event_type, bi.event_name, bi.hash)
+    ORDER BY bi.idx
+    ON CONFLICT (event_base_id) DO UPDATE SET
+        messages_text = s.messages_text || E'\\n' || EXCLUDED.messages_text,
+        trigrams = ARRAY(SELECT DISTINCT unnest(s.trigrams || EXCLUDED.trigrams))
+    WHERE length(s.messages_text) < %(search_cap)s AND strpos(s.messages_text, EXCLUDED.messages_text) = 0
+    RETURNING 1
 ), instance_input AS (
     SELECT * FROM unnest(
         %(i_idx)s::int[], %(i_base_idx)s::int[], %(i_hash)s::text[], %(i_generic)s::jsonb[],
@@ -468,53 +469,38 @@ WITH base_input AS (
                         ELSE eventsum_merge_counters(o.counters, EXCLUDED.counters) END
     RETURNING 1
 )
-SELECT r.idx, r.instance_id, r.base_id, r.event_group_id, (SELECT count(*) FROM buckets)
+SELECT r.idx, r.instance_id, r.base_id, r.event_group_id, (SELECT count(*) FROM buckets),
+       (SELECT count(*) FROM searches)
 FROM resolved r
 """
 
 SEARCH_TEXT_CAP = 8000
 
 
+# A base's static search text and trigrams never change: each process keeps the recent ones.
+_static_search_cache: dict[tuple, tuple[str, frozenset]] = {}
+STATIC_SEARCH_CACHE_SIZE = 20_000
+
+
+def _static_search(event: PreparedEvent) -> tuple[str, frozenset]:
+    key = (event.event_type, event.event_name, event.processed_data_hash)
+    found = _static_search_cache.get(key)
+    if found is None:
+        if len(_static_search_cache) >= STATIC_SEARCH_CACHE_SIZE:
+            _static_search_cache.clear()
+        text = static_search_text(event.event_type, event.event_name, event.processed_data)
+        found = _static_search_cache[key] = (text, trigrams_of(text))
+    return found
+
+
 def _upsert_parameters(bases: dict[tuple, _BaseRow]) -> tuple[dict, list[tuple]]:
     """Flatten the coalesced rows into the statement's arrays; returns them and each instance's (base, hash)."""
-    p = {
-        name: []
-        for name in (
-            "b_idx",
-            "b_service",
-            "b_environment",
-            "b_type",
-            "b_name",
-            "b_hash",
-            "b_data",
-            "b_message",
-            "b_search_text",
-            "b_trigrams",
-            "b_first",
-            "b_last",
-            "i_idx",
-            "i_base_idx",
-            "i_hash",
-            "i_generic",
-            "i_filters",
-            "i_raw",
-            "i_details",
-            "i_processed_details",
-            "i_message",
-            "i_first",
-            "i_last",
-            "k_instance_idx",
-            "k_start",
-            "k_count",
-            "k_last",
-            "k_counters",
-        )
-    }
+    p = defaultdict(list)
     instance_keys = []
     for base_idx, key in enumerate(sorted(bases)):
         base = bases[key]
         event = base.event
-        search_text = search_text_for(event.event_type, event.event_name, event.processed_data, base.message)
+        static_text, static_trigrams = _static_search(event)
         p["b_idx"].append(base_idx)
         p["b_service"].append(key[0])
         p["b_environment"].append(key[1])
@@ -523,8 +509,8 @@ def _upsert_parameters(bases: dict[tuple, _BaseRow]) -> tuple[dict, list[tuple]]
         p["b_hash"].append(event.processed_data_hash)
         p["b_data"].append(event.processed_data_json)
         p["b_message"].append(base.message)
-        p["b_search_text"].append(search_text)
-        p["b_trigrams"].append(" ".join(sorted(trigrams_of(search_text))))
+        p["b_static_text"].append(static_text)
+        p["b_trigrams"].append(" ".join(static_trigrams | trigrams_of(base.message)))
         p["b_first"].append(base.first_seen)
         p["b_last"].append(base.last_seen)
         for generic_hash in sorted(base.instances):
@@ -549,12 +535,25 @@ def _upsert_parameters(bases: dict[tuple, _BaseRow]) -> tuple[dict, list[tuple]]
                 p["k_start"].append(start)
                 p["k_count"].append(bucket.count)
                 p["k_last"].append(bucket.last_seen)
-                p["k_counters"].append(_json(bucket.counters))
+                p["k_counters"].append(compact_json(bucket.counters))
     p.update(version=NORMALIZATION_VERSION, default_group=DEFAULT_GROUP_ID, search_cap=SEARCH_TEXT_CAP)
-    return p, instance_keys
+    return dict(p), instance_keys
 
 
 RETRYABLE = (pg_errors.DeadlockDetected, pg_errors.SerializationFailure)
+
+
+def _execute_upsert(parameters: dict) -> list[tuple]:
+    # In autocommit mode the single statement is its own transaction: atomic, in one round trip (an
+    # explicit BEGIN/COMMIT would add two). Inside a caller's transaction, a savepoint lets a retry follow
+    # a deadlock.
+    if connection.get_autocommit() and not connection.in_atomic_block:
+        with connection.cursor() as cursor:
+            cursor.execute(UPSERT_SQL, parameters)
+            return cursor.fetchall()
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(UPSERT_SQL, parameters)
+        return cursor.fetchall()
 
 
 def write_occurrences(bases: dict[tuple, _BaseRow]) -> dict[tuple, tuple[int, int, int]]:
@@ -562,9 +561,7 @@ def write_occurrences(bases: dict[tuple, _BaseRow]) -> dict[tuple, tuple[int, in
     parameters, instance_keys = _upsert_parameters(bases)
     for attempt in range(5):
         try:
-            with transaction.atomic(), connection.cursor() as cursor:
-                cursor.execute(UPSERT_SQL, parameters)
-                rows = cursor.fetchall()
+            rows = _execute_upsert(parameters)
             break
         except DatabaseError as error:
             if not isinstance(error.__cause__, RETRYABLE) or attempt == 4:
@@ -572,7 +569,7 @@ def write_occurrences(bases: dict[tuple, _BaseRow]) -> dict[tuple, tuple[int, in
             time.sleep(0.01 * (attempt + 1))  # rare: lock order can't be fully fixed across a hash join
     if len(rows) != len(instance_keys):
         raise DatabaseError(f"capture wrote {len(rows)} instances, expected {len(instance_keys)}")
-    return {instance_keys[idx]: (base_id, instance_id, group_id) for idx, instance_id, base_id, group_id, _ in rows}
+    return {instance_keys[idx]: (base_id, instance_id, group_id) for idx, instance_id, base_id, group_id, _, _ in rows}
 
 
 # --- the entry point --------------------------------------------------------------------------------------

@@ -26,9 +26,13 @@ def map_frames(data: dict, change_frame: Callable[[dict], dict]) -> dict:
 
 
 def without_keys(frame: dict, keys: tuple[str, ...]) -> dict:
-    if not any(key in frame for key in keys):
+    present = [key for key in keys if key in frame]
+    if not present:
         return frame
-    return {key: value for key, value in frame.items() if key not in keys}
+    copy = frame.copy()  # shallow: the values are shared, never changed
+    for key in present:
+        del copy[key]
+    return copy
 
 
 def replace_addresses(value):

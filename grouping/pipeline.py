@@ -1,10 +1,9 @@
 """The normalization pipeline of SPEC section 2: one pure function, used by the capture path and by the
 models' save hooks alike."""
 
-import json
 from dataclasses import dataclass
 
-from grouping.hashing import canonical_json, hash_text
+from grouping.hashing import canonical_json, compact_json, hash_text
 from grouping.registry import get_filter, get_grouping
 
 # Bump when a built-in filter changes what it produces; stored on each base so a change never silently
@@ -40,7 +39,7 @@ def message_text(event_data: dict) -> str:
         return ""
     if isinstance(message, str):
         return message
-    return json.dumps(message, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    return compact_json(message)
 
 
 def run_filters(stage: str, names: list[str], data):

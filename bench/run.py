@@ -1,0 +1,379 @@
+"""Eventsum's benchmark: the production server under wrk, one table of figures.
+
+Run through `bench/run` (which prepares .venv and wrk). Scenarios, each with 16 connections:
+  1. single events, a realistic mix (~1,000 bases, Zipf popularity, fresh addresses and messages)
+  2. a storm: one identical event from every client (the hot-row case), counts checked afterwards
+  3. arrays of 100 events
+  4. /search and /detail on a database seeded in bulk with 10,000 bases, 100,000 instances and
+     1,000,000 buckets (spread over the last 7 days; searches use a 24-hour window)
+  5. the reference: /health
+"""
+
+import argparse
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+import psutil
+
+ROOT = Path(__file__).resolve().parent.parent
+OUT = ROOT / "bench" / "out"
+sys.path.insert(0, str(ROOT))
+
+CONNECTIONS = 16
+PORT = 8089
+
+
+def log(message: str) -> None:
+    print(message, flush=True)
+
+
+def database_environment() -> dict:
+    """The benchmark's own database: DATABASE_URL when given, else an embedded one under bench/out."""
+    env = {**os.environ, "EVENTSUM_LOG_LEVEL": "INFO", "EVENTSUM_DATA_DIR": str(OUT / "data")}
+    return env
+
+
+def django_setup(env: dict) -> None:
+    os.environ.update({key: value for key, value in env.items() if key.startswith(("EVENTSUM_", "DATABASE_URL"))})
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "eventsum_project.settings")
+    import django
+
+    django.setup()
+
+
+def reset_database(env: dict) -> None:
+    from django.db import connection
+
+    log("resetting the benchmark database")
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "TRUNCATE events_occurrencebucket, events_eventinstance, events_eventbasesearch, events_eventbase, "
+            "events_service, events_environment, django_admin_log RESTART IDENTITY CASCADE"
+        )
+        cursor.execute("DELETE FROM events_eventgroup WHERE id <> 0")
+        cursor.execute("ANALYZE")
+
+
+def write_corpus(bases: int) -> dict[str, Path]:
+    from events.demo import make_base_templates, make_event, zipf_weights
+
+    rng = random.Random(3)
+    templates = make_base_templates(bases, seed=21)
+    weights = zipf_weights(bases)
+    files = {}
+
+    def events(count):
+        return [make_event(t, rng) for t in rng.choices(templates, weights=weights, k=count)]
+
+    files["single"] = OUT / "single.txt"
+    files["single"].write_text("\n".join(json.dumps(e) for e in events(5000)))
+    files["storm"] = OUT / "storm.txt"
+    storm = make_event(templates[0], rng)
+    storm["event_name"] = "StormError"
+    files["storm"].write_text(json.dumps(storm))
+    files["arrays"] = OUT / "arrays.txt"
+    files["arrays"].write_text("\n".join(json.dumps(events(100)) for _ in range(200)))
+    files["health"] = OUT / "health.txt"
+    files["health"].write_text("/health")
+    return files
+
+
+class Server:
+    def __init__(self, env: dict, workers: int | None):
+        metrics = OUT / "metrics"
+        subprocess.run(["rm", "-rf", str(metrics)], check=True)
+        metrics.mkdir(parents=True)
+        server_env = {**env, "EVENTSUM_BIND": f"127.0.0.1:{PORT}", "PROMETHEUS_MULTIPROC_DIR": str(metrics)}
+        if workers:
+            server_env["EVENTSUM_WORKERS"] = str(workers)
+        self.log_file = open(OUT / "server.log", "w")  # noqa: SIM115 - closed in stop()
+        self.process = subprocess.Popen(
+            [str(ROOT / ".venv" / "bin" / "gunicorn"), "--config", "eventsum_project/gunicorn.conf.py"],
+            cwd=ROOT,
+            env=server_env,
+            stdout=self.log_file,
+            stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{PORT}/health", timeout=2) as response:
+                    if response.status == 200:
+                        return
+            except OSError:
+                time.sleep(0.3)
+        raise RuntimeError("the server did not start; see bench/out/server.log")
+
+    def worker_rss_mb(self) -> list[float]:
+        try:
+            children = psutil.Process(self.process.pid).children()
+        except psutil.NoSuchProcess:
+            return []
+        sizes = []
+        for child in children:
+            try:
+                sizes.append(child.memory_info().rss / 2**20)
+            except psutil.NoSuchProcess:
+                pass
+        return sizes
+
+    def stop(self) -> None:
+        self.process.send_signal(signal.SIGTERM)
+        self.process.wait(timeout=60)
+        self.log_file.close()
+
+
+def run_wrk(url: str, corpus: Path, method: str, duration: int, server: Server, header: str | None = None) -> dict:
+    peak = {"rss": 0.0}
+    stop = threading.Event()
+
+    def sample():
+        while not stop.is_set():
+            peak["rss"] = max([peak["rss"], *server.worker_rss_mb()])
+            stop.wait(0.5)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    command = [
+        "wrk",
+        "-t2",
+        f"-c{CONNECTIONS}",
+        f"-d{duration}s",
+        "--timeout",
+        "10s",
+        "-s",
+        str(ROOT / "bench" / "load.lua"),
+        url,
+        "--",
+        str(corpus),
+        method,
+    ]
+    if header:
+        command.append(header)
+    output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+    stop.set()
+    sampler.join()
+    line = next(line for line in output.splitlines() if line.startswith("WRK_RESULT "))
+    result = json.loads(line.removeprefix("WRK_RESULT "))
+    seconds = result["duration_us"] / 1e6
+    result["rps"] = result["requests"] / seconds
+    result["rss_mb"] = peak["rss"]
+    return result
+
+
+def seed_search_data(bases: int = 10_000, instances_per_base: int = 10, buckets_per_instance: int = 10) -> None:
+    """Bulk SQL: 10 services of 1,000 bases, 10 instances each, 10 one-minute buckets each, over 7 days."""
+    from django.db import connection
+    from psycopg2.extras import execute_values
+
+    from events.demo import make_base_templates
+    from grouping.search_text import static_search_text, trigrams_of
+
+    log("seeding 10,000 bases, 100,000 instances, 1,000,000 buckets")
+    started = time.monotonic()
+    templates = make_base_templates(50, seed=5)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "INSERT INTO events_service (name, normalized_name, created_at) "
+            "SELECT 'seed-' || s, 'seed_' || s, now() FROM generate_series(0, 9) s ON CONFLICT DO NOTHING"
+        )
+        cursor.execute(
+            "INSERT INTO events_environment (name, normalized_name, created_at) VALUES ('prod', 'prod', now()) "
+            "ON CONFLICT DO NOTHING"
+        )
+        cursor.execute("SELECT id FROM events_service WHERE normalized_name LIKE 'seed_%' ORDER BY normalized_name")
+        service_ids = [row[0] for row in cursor.fetchall()]
+        cursor.execute("SELECT id FROM events_environment WHERE normalized_name = 'prod'")
+        environment_id = cursor.fetchone()[0]
+        rows, searches = [], []
+        for index in range(bases):
+            template = templates[index % len(templates)]
+            data = {
+                "raw_data": {
+                    "frames": [{k: v for k, v in f.items() if k not in ("lineno", "vars")} for f in template["frames"]],
+                    "variant": index,
+                }
+            }
+            name = f"{template['event_name']}{index}"
+            rows.append(
+                (
+                    service_ids[index % 10],
+                    environment_id,
+                    "python",
+                    name,
+                    f"{index:064x}",
+                    json.dumps(data),
+                    template["message"].format(word="order", n=index),
+                )
+            )
+            text = static_search_text("python", name, data)
+            searches.append((index + 1, text, "", sorted(trigrams_of(text))))
+        execute_values(
+            cursor,
+            "INSERT INTO events_eventbase (service_id, environment_id, event_type, event_name, processed_data_hash, "
+            "processed_data, normalization_version, event_group_id, latest_message, first_seen, last_seen) VALUES %s",
+            rows,
+            template="(%s, %s, %s, %s, %s, %s::jsonb, 1, 0, %s, now() - interval '7 days', now())",
+            page_size=1000,
+        )
+        cursor.execute("SELECT min(id) FROM events_eventbase")
+        first_id = cursor.fetchone()[0]
+        execute_values(
+            cursor,
+            "INSERT INTO events_eventbasesearch (event_base_id, static_text, messages_text, trigrams) VALUES %s",
+            [(first_id + i - 1, text, messages, trigrams) for i, text, messages, trigrams in searches],
+            page_size=1000,
+        )
+        raw = json.dumps({"message": "seeded", "raw_data": {"frames": templates[0]["frames"]}})
+        cursor.execute(
+            """
+            INSERT INTO events_eventinstance (event_base_id, generic_data_hash, generic_data, filters, raw_data,
+                raw_details, processed_details, latest_message, first_seen, last_seen)
+            SELECT b.id, md5(b.id::text || '-' || k) || md5(k::text), %s::jsonb - 'message', '{}', %s::jsonb,
+                   '{}', '{}', b.latest_message, b.first_seen, b.last_seen
+            FROM events_eventbase b, generate_series(1, %s) k
+            WHERE b.service_id = ANY(%s)
+            """,
+            [raw, raw, instances_per_base, service_ids],
+        )
+        cursor.execute(
+            """
+            INSERT INTO events_occurrencebucket (event_instance_id, event_base_id, service_id, bucket_start, count,
+                last_seen, counters)
+            SELECT i.id, i.event_base_id, b.service_id, t.start, 1 + (i.id + k) %% 7, t.start, '{}'
+            FROM events_eventinstance i JOIN events_eventbase b ON b.id = i.event_base_id,
+                 generate_series(0, %s - 1) k,
+                 LATERAL (SELECT date_trunc('minute', now()) - make_interval(mins => ((i.id * 7 + k * 1009) %% 10080)::int)
+                          AS start) t
+            WHERE b.service_id = ANY(%s)
+            """,
+            [buckets_per_instance, service_ids],
+        )
+        cursor.execute("ANALYZE")
+    log(f"seeded in {time.monotonic() - started:.0f}s")
+
+
+def search_paths(token: str) -> tuple[Path, Path]:
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT id FROM events_service WHERE normalized_name LIKE 'seed_%' ORDER BY id")
+        services = [row[0] for row in cursor.fetchall()]
+        cursor.execute("SELECT id FROM events_eventinstance ORDER BY random() LIMIT 2000")
+        instances = [row[0] for row in cursor.fetchall()]
+    window = "start_time=" + urllib.parse.quote(time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(time.time() - 86400)))
+    searches = []
+    for service in services:
+        base = f"/search?service_id={service}&{window}"
+        searches += [
+            base,
+            base + "&sort=recent",
+            base + "&sort=increased",
+            base + "&limit=20",
+            base + "&keywords=error",
+            base + "&keywords=checkout+order",
+            base + "&keywords=KeyError1",
+        ]
+    search_file, detail_file = OUT / "search.txt", OUT / "detail.txt"
+    search_file.write_text("\n".join(searches))
+    detail_file.write_text("\n".join(f"/detail?event_id={i}" for i in instances))
+    return search_file, detail_file
+
+
+def storm_counts() -> int:
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT COALESCE(sum(o.count), 0) FROM events_occurrencebucket o "
+            "JOIN events_eventbase b ON b.id = o.event_base_id WHERE b.event_name = 'StormError'"
+        )
+        return int(cursor.fetchone()[0])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--duration", type=int, default=20, help="seconds per scenario (15 to 30)")
+    parser.add_argument("--workers", type=int, default=None, help="gunicorn workers (default: the server's own)")
+    parser.add_argument("--skip-search", action="store_true", help="skip seeding and the /search and /detail runs")
+    options = parser.parse_args()
+
+    OUT.mkdir(parents=True, exist_ok=True)
+    env = database_environment()
+    django_setup(env)
+    from django.core.management import call_command
+
+    call_command("migrate", verbosity=0)
+    reset_database(env)
+    files = write_corpus(1000)
+    url = f"http://127.0.0.1:{PORT}"
+
+    rows = []
+    server = Server(env, options.workers)
+    try:
+
+        def scenario(name, path, corpus, method="post", per_request=1, header=None):
+            log(f"running: {name}")
+            result = run_wrk(url + path, corpus, method, options.duration, server, header)
+            result.update(name=name, per_request=per_request)
+            rows.append(result)
+            return result
+
+        scenario("health (reference)", "/health", files["health"], "get")
+        scenario("capture: single events", "/capture", files["single"])
+        storm = scenario("capture: storm (one event)", "/capture", files["storm"])
+        time.sleep(1)
+        stored = storm_counts()
+        storm["note"] = f"stored {stored}, acknowledged {storm['requests'] - storm['status_errors']}"
+        scenario("capture: arrays of 100", "/capture", files["arrays"], per_request=100)
+        if not options.skip_search:
+            seed_search_data()
+            from io import StringIO
+
+            from django.core.management import call_command as command
+
+            out = StringIO()
+            command("eventsum_token", "bench-reader", stdout=out)
+            token = out.getvalue().strip()
+            search_file, detail_file = search_paths(token)
+            header = f"Authorization: Token {token}"
+            scenario("search (24h window)", "", search_file, "get", header=header)
+            scenario("detail", "", detail_file, "get", header=header)
+    finally:
+        server.stop()
+
+    reference = rows[0]["rps"]
+    machine = f"{os.cpu_count()} cores, {psutil.virtual_memory().total / 2**30:.0f} GiB"
+    lines = [
+        f"Eventsum benchmark, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {machine}, "
+        f"{CONNECTIONS} connections, {options.duration}s per scenario, wrk on the same machine",
+        "",
+        "| scenario | events or requests/s | p50 ms | p95 ms | p99 ms | errors | max worker RSS MB | vs /health | note |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
+    ]
+    for row in rows:
+        throughput = row["rps"] * row["per_request"]
+        ratio = f"{row['rps'] / reference:.2f}" if row["name"].startswith("capture") else ""
+        lines.append(
+            f"| {row['name']} | {throughput:,.0f} | {row['p50_us'] / 1000:.1f} | {row['p95_us'] / 1000:.1f} | "
+            f"{row['p99_us'] / 1000:.1f} | {row['status_errors'] + row['socket_errors']} | {row['rss_mb']:.0f} | "
+            f"{ratio} | {row.get('note', '')} |"
+        )
+    table = "\n".join(lines)
+    (OUT / "results.md").write_text(table + "\n")
+    (OUT / "results.json").write_text(json.dumps(rows, indent=2))
+    print()
+    print(table)
+
+
+if __name__ == "__main__":
+    main()
