@@ -7,9 +7,11 @@ and buckets with one `INSERT ... ON CONFLICT` statement, so that concurrent capt
 row or lose a count and a batch is stored whole or not at all.
 """
 
+import hashlib
 import json
 import re
 import time
+import weakref
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -543,17 +545,46 @@ def _upsert_parameters(bases: dict[tuple, _BaseRow]) -> tuple[dict, list[tuple]]
 RETRYABLE = (pg_errors.DeadlockDetected, pg_errors.SerializationFailure)
 
 
+class PreparedUpsert:
+    """UPSERT_SQL as a server-side prepared statement, one per database connection.
+
+    Planning the statement costs more than running it for a single event; prepared, PostgreSQL plans it
+    once per connection. The name carries a digest of the SQL, so a new release never runs an old plan.
+    """
+
+    def __init__(self, sql: str):
+        # Each parameter with the cast it has in the SQL: EXECUTE needs its values typed the same way.
+        casts = dict(reversed(re.findall(r"%\((\w+)\)s((?:::[\w\[\]]+)?)", sql)))
+        self.names = list(casts)
+        positional = sql
+        for position, name in enumerate(self.names, start=1):
+            positional = positional.replace(f"%({name})s", f"${position}")
+        self.statement = "eventsum_upsert_" + hashlib.sha1(sql.encode()).hexdigest()[:12]
+        self.prepare_sql = f"PREPARE {self.statement} AS {positional}"
+        self.execute_sql = f"EXECUTE {self.statement} ({', '.join('%s' + casts[name] for name in self.names)})"
+        self._prepared_on = weakref.WeakKeyDictionary()
+
+    def run(self, cursor, parameters: dict) -> list[tuple]:
+        raw_connection = connection.connection
+        if raw_connection not in self._prepared_on:
+            cursor.execute(self.prepare_sql)
+            self._prepared_on[raw_connection] = True
+        cursor.execute(self.execute_sql, [parameters[name] for name in self.names])
+        return cursor.fetchall()
+
+
+PREPARED_UPSERT = PreparedUpsert(UPSERT_SQL)
+
+
 def _execute_upsert(parameters: dict) -> list[tuple]:
     # In autocommit mode the single statement is its own transaction: atomic, in one round trip (an
     # explicit BEGIN/COMMIT would add two). Inside a caller's transaction, a savepoint lets a retry follow
     # a deadlock.
     if connection.get_autocommit() and not connection.in_atomic_block:
         with connection.cursor() as cursor:
-            cursor.execute(UPSERT_SQL, parameters)
-            return cursor.fetchall()
+            return PREPARED_UPSERT.run(cursor, parameters)
     with transaction.atomic(), connection.cursor() as cursor:
-        cursor.execute(UPSERT_SQL, parameters)
-        return cursor.fetchall()
+        return PREPARED_UPSERT.run(cursor, parameters)
 
 
 def write_occurrences(bases: dict[tuple, _BaseRow]) -> dict[tuple, tuple[int, int, int]]:

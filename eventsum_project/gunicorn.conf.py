@@ -5,7 +5,9 @@ import os
 
 bind = os.environ.get("EVENTSUM_BIND", "0.0.0.0:8080")
 workers = int(os.environ.get("EVENTSUM_WORKERS", multiprocessing.cpu_count() * 2))
-worker_class = "sync"
+# Threads > 1 switches to gthread workers, which also keep client connections alive between requests.
+threads = int(os.environ.get("EVENTSUM_THREADS", 1))
+worker_class = "gthread" if threads > 1 else "sync"
 # A request in flight when SIGTERM arrives gets this long to finish before the worker is stopped.
 graceful_timeout = int(os.environ.get("EVENTSUM_GRACEFUL_TIMEOUT", 30))
 timeout = 60

@@ -54,25 +54,45 @@ def run_filters(stage: str, names: list[str], data):
     return data
 
 
+# Filters are pure, so the processed data of a generic data is always the same: each process remembers
+# the recent ones, and an instance seen again skips its base filters and their hashing.
+_processed_cache: dict[tuple, tuple[dict, str, str]] = {}
+PROCESSED_CACHE_SIZE = 20_000
+
+
+def _processed(generic_data: dict, generic_hash: str, base_filters: tuple[str, ...]) -> tuple[dict, str, str]:
+    key = (generic_hash, base_filters)
+    found = _processed_cache.get(key)
+    if found is None:
+        processed_data = run_filters("base", base_filters, generic_data)
+        processed_json = canonical_json(processed_data)
+        found = (processed_data, processed_json, hash_text(processed_json))
+        if len(_processed_cache) >= PROCESSED_CACHE_SIZE:
+            _processed_cache.clear()
+        _processed_cache[key] = found
+    return found
+
+
 def normalize(event_data: dict, extra_args: dict, filters: dict[str, list[str]]) -> Normalized:
     instance_data = run_filters("instance", filters.get("instance", ()), event_data)
     if isinstance(instance_data, dict):
         generic_data = {key: value for key, value in instance_data.items() if key != "message"}
     else:
         generic_data = {"raw_data": instance_data}
-    processed_data = run_filters("base", filters.get("base", ()), generic_data)
-    processed_details = run_filters("extra_args", filters.get("extra_args", ()), extra_args)
     generic_json = canonical_json(generic_data)
-    processed_json = canonical_json(processed_data)
+    generic_hash = hash_text(generic_json)
+    processed_data, processed_json, processed_hash = _processed(
+        generic_data, generic_hash, tuple(filters.get("base", ()))
+    )
     return Normalized(
         message=message_text(event_data),
         generic_data=generic_data,
         generic_data_json=generic_json,
-        generic_data_hash=hash_text(generic_json),
+        generic_data_hash=generic_hash,
         processed_data=processed_data,
         processed_data_json=processed_json,
-        processed_data_hash=hash_text(processed_json),
-        processed_details=processed_details,
+        processed_data_hash=processed_hash,
+        processed_details=run_filters("extra_args", filters.get("extra_args", ()), extra_args),
     )
 
 
