@@ -216,21 +216,21 @@ def seed_search_data(bases: int = 10_000, instances_per_base: int = 10, buckets_
                 )
             )
             text = static_search_text("python", name, data)
-            searches.append((index + 1, text, "", sorted(trigrams_of(text))))
-        execute_values(
+            searches.append((text, "", sorted(trigrams_of(text))))
+        ids = execute_values(
             cursor,
             "INSERT INTO events_eventbase (service_id, environment_id, event_type, event_name, processed_data_hash, "
-            "processed_data, normalization_version, event_group_id, latest_message, first_seen, last_seen) VALUES %s",
+            "processed_data, normalization_version, event_group_id, latest_message, first_seen, last_seen) VALUES %s "
+            "RETURNING id",
             rows,
             template="(%s, %s, %s, %s, %s, %s::jsonb, 1, 0, %s, now() - interval '7 days', now())",
             page_size=1000,
+            fetch=True,
         )
-        cursor.execute("SELECT min(id) FROM events_eventbase")
-        first_id = cursor.fetchone()[0]
         execute_values(
             cursor,
             "INSERT INTO events_eventbasesearch (event_base_id, static_text, messages_text, trigrams) VALUES %s",
-            [(first_id + i - 1, text, messages, trigrams) for i, text, messages, trigrams in searches],
+            [(base_id, *search) for (base_id,), search in zip(ids, searches, strict=True)],
             page_size=1000,
         )
         raw = json.dumps({"message": "seeded", "raw_data": {"frames": templates[0]["frames"]}})
@@ -252,8 +252,8 @@ def seed_search_data(bases: int = 10_000, instances_per_base: int = 10, buckets_
             SELECT i.id, i.event_base_id, b.service_id, t.start, 1 + (i.id + k) %% 7, t.start, '{}'
             FROM events_eventinstance i JOIN events_eventbase b ON b.id = i.event_base_id,
                  generate_series(0, %s - 1) k,
-                 LATERAL (SELECT date_trunc('minute', now()) - make_interval(mins => ((i.id * 7 + k * 1009) %% 10080)::int)
-                          AS start) t
+                 LATERAL (SELECT date_trunc('minute', now())
+                                 - make_interval(mins => ((i.id * 7 + k * 1009) %% 10080)::int) AS start) t
             WHERE b.service_id = ANY(%s)
             """,
             [buckets_per_instance, service_ids],
@@ -357,7 +357,8 @@ def main() -> None:
         f"Eventsum benchmark, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {machine}, "
         f"{CONNECTIONS} connections, {options.duration}s per scenario, wrk on the same machine",
         "",
-        "| scenario | events or requests/s | p50 ms | p95 ms | p99 ms | errors | max worker RSS MB | vs /health | note |",
+        "| scenario | events or requests/s | p50 ms | p95 ms | p99 ms | errors | max worker RSS MB | vs /health "
+        "| note |",
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
     ]
     for row in rows:

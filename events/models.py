@@ -180,3 +180,18 @@ class OccurrenceBucket(models.Model):
 
     def __str__(self) -> str:
         return f"{self.count} × instance #{self.event_instance_id} at {self.bucket_start:%Y-%m-%d %H:%M}"
+
+
+class RateWindow(models.Model):
+    """Events captured per service in one minute, for EVENTSUM_RATE_LIMIT. In the database, so the limit
+    holds across every server process."""
+
+    service = models.ForeignKey(Service, on_delete=models.CASCADE, related_name="+")
+    window_start = models.DateTimeField()
+    count = models.IntegerField(default=0)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["service", "window_start"], name="ratewindow_identity")]
+
+    def __str__(self) -> str:
+        return f"{self.count} events of service #{self.service_id} in the minute from {self.window_start}"

@@ -55,6 +55,15 @@ class CaptureInvalid(Exception):
         super().__init__(detail)
 
 
+class CaptureThrottled(Exception):
+    """Over EVENTSUM_RATE_LIMIT: nothing was stored; retry after `wait` seconds."""
+
+    def __init__(self, detail: str, wait: int):
+        self.detail = detail
+        self.wait = wait
+        super().__init__(detail)
+
+
 @dataclass(frozen=True, slots=True)
 class CaptureResult:
     event_base_id: int
@@ -637,6 +646,10 @@ def _prepare_all(payloads: list, received_at: datetime) -> list[PreparedEvent]:
 def _store(events: list[PreparedEvent]) -> list[CaptureResult]:
     service_ids = resolve_ids(Service, {e.service_key: e.service_name for e in events}, "service")
     environment_ids = resolve_ids(Environment, {e.environment_key: e.environment_name for e in events}, "environment")
+    enforce_rate_limit(
+        Counter(service_ids[event.service_key] for event in events),
+        {service_ids[event.service_key]: event.service_name for event in events},
+    )
     bases = coalesce(events, service_ids, environment_ids)
     written = write_occurrences(bases)
     record_stored(Counter((event.service_key, event.environment_key) for event in events))
@@ -652,6 +665,42 @@ def _store(events: list[PreparedEvent]) -> list[CaptureResult]:
         base_id, instance_id, group_id = written[(key, event.generic_data_hash)]
         results.append(CaptureResult(base_id, instance_id, group_id))
     return results
+
+
+# --- rate limits -------------------------------------------------------------------------------------------
+
+
+def enforce_rate_limit(per_service: Counter, names: dict[int, str]) -> None:
+    """Count this capture against each service's minute; refuse it whole if any service is over."""
+    limit = settings.EVENTSUM_RATE_LIMIT
+    if not limit:
+        return
+    now = datetime.now(UTC)
+    window = now.replace(second=0, microsecond=0)
+    wait = 60 - now.second
+    over = [service_id for service_id, count in per_service.items() if count > limit]
+    if not over:
+        service_ids = sorted(per_service)
+        with transaction.atomic(), connection.cursor() as cursor:
+            # The WHERE keeps a window's count from passing the limit; a refused row isn't returned.
+            cursor.execute(
+                """
+                INSERT INTO events_ratewindow AS w (service_id, window_start, count)
+                SELECT service_id, %s, count FROM unnest(%s::bigint[], %s::int[]) AS t(service_id, count)
+                ORDER BY service_id
+                ON CONFLICT ON CONSTRAINT ratewindow_identity DO UPDATE SET count = w.count + EXCLUDED.count
+                WHERE w.count + EXCLUDED.count <= %s
+                RETURNING service_id
+                """,
+                [window, service_ids, [per_service[s] for s in service_ids], limit],
+            )
+            allowed = {row[0] for row in cursor.fetchall()}
+            over = [service_id for service_id in service_ids if service_id not in allowed]
+            if over:
+                transaction.set_rollback(True)  # all or nothing: the other services' counts stay as they were
+    if over:
+        named = ", ".join(repr(names[service_id]) for service_id in over)
+        raise CaptureThrottled(f"Rate limit of {limit} events per minute exceeded for service {named}.", wait)
 
 
 # --- reading a request body -------------------------------------------------------------------------------

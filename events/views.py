@@ -12,7 +12,7 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiExample, OpenApiParameter, extend_schema, inline_serializer
 from prometheus_client import CONTENT_TYPE_LATEST
 from rest_framework import serializers, status, viewsets
-from rest_framework.exceptions import APIException, ValidationError
+from rest_framework.exceptions import APIException, Throttled, ValidationError
 from rest_framework.generics import GenericAPIView, ListAPIView
 from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
@@ -34,7 +34,7 @@ from events.serializers import (
     SearchResultSerializer,
     ServiceSerializer,
 )
-from events.services import CaptureInvalid, capture_events, parse_capture_body
+from events.services import CaptureInvalid, CaptureThrottled, capture_events, parse_capture_body
 from events.triage import TriageInvalid, assign_groups, delete_group
 
 CaptureResultSerializer = inline_serializer(
@@ -87,6 +87,9 @@ class CaptureView(APIView):
         except CaptureInvalid as invalid:
             record_rejected("invalid", count=max(1, len(payloads)), detail=str(invalid.detail))
             raise ValidationError(invalid.detail) from None
+        except CaptureThrottled as throttled:
+            record_rejected("throttled", count=max(1, len(payloads)), detail=throttled.detail)
+            raise Throttled(wait=throttled.wait, detail=throttled.detail) from None
         except DatabaseError:
             record_rejected("database_error", count=max(1, len(payloads)))
             raise

@@ -114,6 +114,7 @@ EVENTSUM_PUBLIC_READ = env_bool("EVENTSUM_PUBLIC_READ", False)
 EVENTSUM_MAX_BODY_BYTES = env_int("EVENTSUM_MAX_BODY_BYTES", 1024 * 1024, minimum=1024)
 EVENTSUM_MAX_BATCH = env_int("EVENTSUM_MAX_BATCH", 1000, minimum=1)
 EVENTSUM_RETENTION_DAYS = env_int("EVENTSUM_RETENTION_DAYS", 90, minimum=1)
+EVENTSUM_RATE_LIMIT = env_int("EVENTSUM_RATE_LIMIT", 0, minimum=0)  # events per minute per service; 0: off
 
 # Django refuses bigger bodies itself; /capture checks first so it can answer 413.
 DATA_UPLOAD_MAX_MEMORY_SIZE = EVENTSUM_MAX_BODY_BYTES

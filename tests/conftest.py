@@ -151,7 +151,12 @@ def capture(client, db):
 
 
 def pytest_terminal_summary(terminalreporter):
+    import sys
+
     from tests.test_admin_browser import SCREENSHOTS
 
     if SCREENSHOTS.exists():
         terminalreporter.write_line(f"browser screenshots: {SCREENSHOTS}")
+    fuzz = sys.modules.get("tests.test_schema_fuzz")
+    if fuzz is not None and fuzz.FUZZED:
+        terminalreporter.write_line(f"schema fuzzing: {sum(fuzz.FUZZED.values())} requests {fuzz.FUZZED}")

@@ -105,5 +105,7 @@ class Command(BaseCommand):
                 self.stdout.write(f"  {name}: {totals[name]} deleted so far")
                 if len(ids) < batch_size:
                     break
+        with connection.cursor() as cursor:  # rate-limit minutes are only read while current
+            cursor.execute("DELETE FROM events_ratewindow WHERE window_start < now() - interval '1 hour'")
         summary = ", ".join(f"{count} {name}" for name, count in totals.items())
         self.stdout.write(f"Deleted {summary} in {time.monotonic() - started:.1f}s")
