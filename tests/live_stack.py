@@ -31,7 +31,8 @@ def free_port() -> int:
 
 def request(url: str, payload=None, headers=None, timeout: float = 10) -> tuple[int, dict, dict]:
     data = None if payload is None else json.dumps(payload).encode()
-    req = urllib.request.Request(url, data=data, method="POST" if data else "GET", headers=headers or {})
+    headers = {**({"Content-Type": "application/json"} if data is not None else {}), **(headers or {})}
+    req = urllib.request.Request(url, data=data, method="POST" if data else "GET", headers=headers)
     try:
         with urllib.request.urlopen(req, timeout=timeout) as response:
             body = response.read()
