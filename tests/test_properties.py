@@ -7,6 +7,7 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
+from events.services import KNOWN_FIELDS
 from grouping.hashing import canonical_hash, canonical_json
 from grouping.registry import FILTERS
 from tests.conftest import make_event
@@ -78,17 +79,7 @@ def test_the_hash_differs_when_the_data_differs(first, second):
     assert canonical_hash(first) != canonical_hash(second)
 
 
-FIELDS = [
-    "service",
-    "environment",
-    "event_name",
-    "event_type",
-    "event_data",
-    "extra_args",
-    "timestamp",
-    "configurable_filters",
-    "configurable_groupings",
-]
+FIELDS = sorted(KNOWN_FIELDS)
 
 
 @pytest.mark.django_db
