@@ -490,7 +490,7 @@ SEARCH_TEXT_CAP = 8000
 
 # A base's static search text and trigrams never change: each process keeps the recent ones.
 _static_search_cache: dict[tuple, tuple[str, frozenset]] = {}
-STATIC_SEARCH_CACHE_SIZE = 20_000
+STATIC_SEARCH_CACHE_SIZE = 5_000
 
 
 def _static_search(event: PreparedEvent) -> tuple[str, frozenset]:

@@ -6,7 +6,6 @@ class GroupingConfig(AppConfig):
     name = "grouping"
 
     def ready(self) -> None:
-        from grouping import builtins  # noqa: F401  registers the built-in filters and groupings
-
-        # Any installed app can ship an `eventsum_filters` module that registers its own.
+        # Every installed app's `eventsum_filters` module registers its filters and groupings; the
+        # built-ins are this app's own (grouping/eventsum_filters.py), found the same way.
         autodiscover_modules("eventsum_filters")

@@ -57,7 +57,7 @@ def run_filters(stage: str, names: list[str], data):
 # Filters are pure, so the processed data of a generic data is always the same: each process remembers
 # the recent ones, and an instance seen again skips its base filters and their hashing.
 _processed_cache: dict[tuple, tuple[dict, str, str]] = {}
-PROCESSED_CACHE_SIZE = 20_000
+PROCESSED_CACHE_SIZE = 2_000  # entries hold processed data twice (object and text): keep workers small
 
 
 def _processed(generic_data: dict, generic_hash: str, base_filters: tuple[str, ...]) -> tuple[dict, str, str]:

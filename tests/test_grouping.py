@@ -3,14 +3,17 @@
 import copy
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
-from grouping.builtins import ADDRESS_PLACEHOLDER
+from grouping.eventsum_filters import ADDRESS_PLACEHOLDER
 from grouping.hashing import canonical_hash, canonical_json
 from grouping.pipeline import FilterFailed, grouping_counters, message_text, normalize
 from grouping.registry import FILTERS, GROUPINGS, UnknownNameError, get_filter, register_filter
 from grouping.search_text import static_search_text, trigrams_of
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def frame(**fields):
@@ -95,6 +98,17 @@ def test_registering_a_different_function_under_a_taken_name_is_refused():
         register_filter("exception_python_remove_line_no")(lambda d: d)
 
 
+def test_installed_apps_filters_are_discovered_at_start():
+    # The built-ins live in the grouping app's own eventsum_filters module and are found by the same
+    # autodiscovery that finds an application's; nothing imports them directly.
+    code = (
+        "import django, os; os.environ['DJANGO_SETTINGS_MODULE'] = 'eventsum_project.settings'; django.setup(); "
+        "from grouping.registry import FILTERS, GROUPINGS; print(sorted(FILTERS), sorted(GROUPINGS))"
+    )
+    output = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT).stdout
+    assert "'exception_python_remove_line_no'" in output and "['count_by_message']" in output
+
+
 def test_applications_can_register_filters_from_an_installed_app():
     # tests/eventsum_filters.py is not autodiscovered (tests is not an app), so register directly and clean up.
     @register_filter("test_upper_message")
@@ -130,7 +144,9 @@ def test_the_hash_is_the_same_in_another_process():
         "from grouping.hashing import canonical_hash; "
         "print(canonical_hash({'b': [1, 2.5, None, True], 'a': 'ü✓', 'c': {}}))"
     )
-    output = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    output = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT
+    ).stdout.strip()
     assert output == HASH_CASES[0][1]
 
 

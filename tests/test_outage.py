@@ -1,6 +1,10 @@
 """The database stopped under a running server: 503s with Retry-After, nothing half-written, recovery by
 itself once it is back."""
 
+import signal
+import threading
+import time
+
 import pytest
 
 from tests.conftest import make_event
@@ -45,3 +49,31 @@ def test_a_stopped_database_gives_503_and_service_resumes_when_it_returns(stack)
     status, _, body = request(f"{stack.url}/search?service_id=1&{window}", headers=auth)
     assert status == 200
     assert body["events"][0]["total_count"] == 8
+
+
+def test_sigterm_lets_a_request_in_flight_finish():
+    stack = LiveStack(workers=1, extra_env={"EVENTSUM_MAX_BODY_BYTES": str(16 * 2**20)})
+    try:
+        batch = [make_event(event_name=f"Graceful{i}") for i in range(1000)]  # new bases: a second or two
+        answer = {}
+
+        def send():
+            answer["status"] = request(stack.url + "/capture", batch, timeout=60)[0]
+            answer["at"] = time.monotonic()
+
+        sender = threading.Thread(target=send)
+        sender.start()
+        time.sleep(0.3)
+        signalled_at = time.monotonic()
+        stack.server.send_signal(signal.SIGTERM)
+        sender.join()
+        assert stack.server.wait(timeout=60) == 0  # a clean exit
+        assert answer["status"] == 200
+        assert answer["at"] > signalled_at  # it was still running when the signal came
+        stored = stack.sql(
+            "SELECT sum(o.count) FROM events_occurrencebucket o JOIN events_eventbase b ON b.id = o.event_base_id "
+            "WHERE b.event_name LIKE 'Graceful%%'"
+        )[0][0]
+        assert stored == 1000
+    finally:
+        stack.close()
