@@ -85,7 +85,9 @@ else:
 
     _database = embedded_database_settings(EVENTSUM_DATA_DIR)
 _database["CONN_MAX_AGE"] = env_int("EVENTSUM_DB_CONN_MAX_AGE", 60, minimum=0)
-_database["CONN_HEALTH_CHECKS"] = True
+# Checking a reused connection costs a round trip per request; without it, a connection the database
+# dropped (a restart) fails one request with 503 before the process reconnects.
+_database["CONN_HEALTH_CHECKS"] = env_bool("EVENTSUM_DB_HEALTH_CHECKS", True)
 _database.setdefault("OPTIONS", {})["connect_timeout"] = env_int("EVENTSUM_DB_CONNECT_TIMEOUT", 5, minimum=1)
 DATABASES = {"default": _database}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
