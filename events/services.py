@@ -24,14 +24,14 @@ from events.models import DEFAULT_GROUP_ID, Environment, Service, normalize_name
 from events.observability import record_stored
 from events.timeparse import bucket_start, parse_time
 from grouping.hashing import compact_json
-from grouping.pipeline import NORMALIZATION_VERSION, FilterFailed, grouping_counters, normalize
+from grouping.pipeline import NORMALIZATION_VERSION, STAGES, FilterFailed, grouping_counters, normalize
 from grouping.registry import FILTERS, GROUPINGS, unknown_filters, unknown_groupings
 from grouping.search_text import static_search_text, trigrams_of
 
 MAX_NAME_LENGTH = 200
 MAX_TEXT_LENGTH = 1024
 FUTURE_TOLERANCE = timedelta(minutes=10)
-FILTER_STAGES = ("instance", "base", "extra_args")
+
 KNOWN_FIELDS = frozenset(
     {
         "service",
@@ -210,8 +210,8 @@ def _validate_filters(value, errors: dict) -> dict[str, list[str]]:
     problems = []
     filters = {}
     for stage, names in value.items():
-        if stage not in FILTER_STAGES:
-            problems.append(f"Unknown stage {stage!r}; use {', '.join(FILTER_STAGES)}.")
+        if stage not in STAGES:
+            problems.append(f"Unknown stage {stage!r}; use {', '.join(STAGES)}.")
         elif names is None:
             continue
         elif not isinstance(names, list) or not all(isinstance(name, str) for name in names):
