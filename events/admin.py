@@ -233,7 +233,7 @@ class EventBaseAdmin(admin.ModelAdmin):
 class EventInstanceAdmin(admin.ModelAdmin):
     list_display = ["__str__", "event_base", "latest_message", "first_seen", "last_seen"]
     list_select_related = ["event_base"]
-    ordering = ["-last_seen", "-id"]
+    ordering = ["-id"]  # newest first, by the primary key: last_seen has no index (see the model)
     paginator = CappedCountPaginator
     show_full_result_count = False
     fields = [

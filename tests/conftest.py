@@ -3,7 +3,6 @@
 import copy
 import json
 from datetime import UTC, datetime
-from pathlib import Path
 
 import pytest
 from django.contrib.auth.models import Permission, User
@@ -11,8 +10,6 @@ from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from events.services import clear_id_caches
-
-SEED = Path(__file__).resolve().parent.parent.parent / "shared" / "seed" / "000_2f75dfde6c405cfd.txt"
 
 # The user's example request, verbatim from their endpoint document.
 EXAMPLE_EVENT = {
