@@ -64,7 +64,15 @@ class AssignGroupForm(forms.Form):
         return data
 
 
-class EventInstanceInline(admin.TabularInline):
+class InstanceOccurrences:
+    """The occurrences column of instance lists: the `occurrences` annotation of their get_queryset."""
+
+    @admin.display(description="occurrences")
+    def occurrences(self, instance):
+        return instance.occurrences
+
+
+class EventInstanceInline(InstanceOccurrences, admin.TabularInline):
     model = EventInstance
     fields = ["instance_link", "latest_message", "occurrences", "first_seen", "last_seen"]
     readonly_fields = fields
@@ -83,10 +91,6 @@ class EventInstanceInline(admin.TabularInline):
     def instance_link(self, instance):
         url = reverse("admin:events_eventinstance_change", args=[instance.pk])
         return format_html('<a href="{}">#{}</a>', url, instance.pk)
-
-    @admin.display(description="occurrences")
-    def occurrences(self, instance):
-        return instance.occurrences
 
 
 @admin.register(EventBase)
@@ -230,7 +234,7 @@ class EventBaseAdmin(admin.ModelAdmin):
 
 
 @admin.register(EventInstance)
-class EventInstanceAdmin(admin.ModelAdmin):
+class EventInstanceAdmin(InstanceOccurrences, admin.ModelAdmin):
     list_display = ["__str__", "event_base", "latest_message", "first_seen", "last_seen"]
     list_select_related = ["event_base"]
     ordering = ["-id"]  # newest first, by the primary key: last_seen has no index (see the model)
@@ -275,10 +279,6 @@ class EventInstanceAdmin(admin.ModelAdmin):
     def base_link(self, instance):
         url = reverse("admin:events_eventbase_change", args=[instance.event_base_id])
         return format_html('<a href="{}">{}</a>', url, instance.event_base)
-
-    @admin.display(description="occurrences")
-    def occurrences(self, instance):
-        return instance.occurrences
 
     @admin.display(description="last 24 hours")
     def chart(self, instance):
