@@ -11,7 +11,7 @@ from django.http import Http404
 from rest_framework.exceptions import ValidationError
 
 from events.filters import EventSearchFilterSet
-from events.models import EventBase, OccurrenceBucket
+from events.models import EventBase, OccurrenceBucket, Service, normalize_name
 from events.timeparse import EPOCH, bucket_seconds, bucket_start, format_time, to_unix_ms
 
 MAX_DATAPOINTS = 200
@@ -27,8 +27,16 @@ def search_bases(params) -> list[dict]:
     buckets = OccurrenceBucket.objects.filter(
         bucket_start__gte=start, bucket_start__lt=end, event_base__in=filterset.qs.values("id")
     )
-    if options.get("service_id") is not None:  # lets the (service, bucket_start) index do the work
-        buckets = buckets.filter(service_id=options["service_id"])
+    service_id = options.get("service_id")
+    if service_id is None:  # by name: look the id up, so the same index serves both spellings
+        service_id = (
+            Service.objects.filter(normalized_name=normalize_name(options["service"]))
+            .values_list("id", flat=True)
+            .first()
+        )
+        if service_id is None:
+            return []
+    buckets = buckets.filter(service_id=service_id)  # the (service, bucket_start) index does the work
     ranked = buckets.values("event_base_id").annotate(total=Sum("count"))
     sort = options["sort"]
     if sort == "recent":

@@ -238,3 +238,7 @@ def test_the_query_count_does_not_grow_with_the_number_of_results(reader, captur
     with django_assert_max_num_queries(6) as fifty:
         assert len(search(reader, service_id=service, limit=50, **HOUR)["events"]) == 50
     assert len(one.captured_queries) == len(fifty.captured_queries)
+
+
+def test_an_unknown_service_name_finds_nothing(reader, three_bases):
+    assert search(reader, service="no such service", **HOUR) == {"events": []}
