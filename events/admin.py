@@ -3,7 +3,7 @@
 from django import forms
 from django.contrib import admin, messages
 from django.db import IntegrityError, transaction
-from django.db.models import Count, OuterRef, Subquery, Sum
+from django.db.models import OuterRef, Subquery, Sum
 from django.db.models.expressions import RawSQL
 from django.db.models.functions import Coalesce
 from django.http import HttpResponseRedirect
@@ -302,17 +302,34 @@ class EventInstanceAdmin(InstanceOccurrences, admin.ModelAdmin):
 
 
 class BaseCountAdmin(admin.ModelAdmin):
-    """Groups, services and environments: base counts, and a link to their bases."""
+    """Groups, services and environments: base counts, and a link to their bases.
+
+    Each count stops at CappedCountPaginator.CAP + 1 rows (shown as "10000+"), so a list stays quick
+    when a service or group holds a million bases.
+    """
 
     filter_parameter: str
+    base_column: str
 
     def get_queryset(self, request):
-        return super().get_queryset(request).annotate(base_count=Count("event_bases"))
+        cap = CappedCountPaginator.CAP
+        return (
+            super()
+            .get_queryset(request)
+            .annotate(
+                base_count=RawSQL(
+                    f"SELECT count(*) FROM (SELECT 1 FROM events_eventbase b "
+                    f"WHERE b.{self.base_column} = {self.model._meta.db_table}.id LIMIT %s) AS capped",
+                    [cap + 1],
+                )
+            )
+        )
 
-    @admin.display(description="event bases", ordering="base_count")
+    @admin.display(description="event bases")
     def bases(self, obj):
         url = reverse("admin:events_eventbase_changelist") + f"?{self.filter_parameter}={obj.pk}"
-        return format_html('<a href="{}">{} bases</a>', url, obj.base_count)
+        shown = f"{CappedCountPaginator.CAP}+" if obj.base_count > CappedCountPaginator.CAP else obj.base_count
+        return format_html('<a href="{}">{} bases</a>', url, shown)
 
 
 @admin.register(EventGroup)
@@ -321,6 +338,7 @@ class EventGroupAdmin(BaseCountAdmin):
     list_display_links = ["name"]
     search_fields = ["name"]
     filter_parameter = "event_group__id__exact"
+    base_column = "event_group_id"
 
     def get_readonly_fields(self, request, obj=None):
         return ["name"] if obj is not None and obj.pk == DEFAULT_GROUP_ID else []
@@ -354,8 +372,10 @@ class NamedEntityAdmin(BaseCountAdmin):
 @admin.register(Service)
 class ServiceAdmin(NamedEntityAdmin):
     filter_parameter = "service__id__exact"
+    base_column = "service_id"
 
 
 @admin.register(Environment)
 class EnvironmentAdmin(NamedEntityAdmin):
     filter_parameter = "environment__id__exact"
+    base_column = "environment_id"

@@ -86,6 +86,7 @@ class EventBase(models.Model):
         indexes = [
             models.Index(fields=["-last_seen", "-id"], name="eventbase_last_seen"),
             models.Index(fields=["service", "environment"], name="eventbase_service_env"),
+            models.Index(fields=["service", "-last_seen"], name="eventbase_service_recent"),  # admin filter
             models.Index(fields=["processed_data_hash"], name="eventbase_hash"),
             models.Index(fields=["event_group", "-last_seen"], name="eventbase_group"),
             models.Index(fields=["event_type"], name="eventbase_type"),  # the admin's type filter

@@ -135,3 +135,14 @@ def test_base_and_instance_pages_render_the_trace(staff):
     instance_page = staff.get(f"/admin/events/eventinstance/{base.instances.get().id}/change/").content.decode()
     assert "0x7f00deadbeef" in instance_page
     assert "&quot;host&quot;: &quot;web-1&quot;" in instance_page
+
+
+def test_base_counts_in_the_lists_stop_at_the_cap(staff, monkeypatch):
+    from events.admin_views import CappedCountPaginator
+
+    capture_bases(3)
+    monkeypatch.setattr(CappedCountPaginator, "CAP", 2)
+    html = staff.get("/admin/events/service/").content.decode()
+    assert "2+ bases" in html
+    monkeypatch.setattr(CappedCountPaginator, "CAP", 3)
+    assert "3 bases" in staff.get("/admin/events/service/").content.decode()
