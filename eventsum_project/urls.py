@@ -1,6 +1,6 @@
 from django.contrib import admin
 from django.urls import include, path, re_path
-from drf_spectacular.views import SpectacularAPIView
+from drf_spectacular.views import SpectacularJSONAPIView
 from rest_framework.routers import SimpleRouter
 
 from events import views
@@ -32,7 +32,7 @@ urlpatterns = [
     api("assign_group", views.AssignGroupView.as_view(), "assign-group"),
     api("services", views.ServiceListView.as_view(), "services"),
     api("environments", views.EnvironmentListView.as_view(), "environments"),
-    api("schema", SpectacularAPIView.as_view(), "schema"),
+    api("schema", SpectacularJSONAPIView.as_view(), "schema"),
     api("health", views.HealthView.as_view(), "health"),
     api("metrics", views.MetricsView.as_view(), "metrics"),
     path("", include(router.urls)),

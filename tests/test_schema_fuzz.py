@@ -13,7 +13,7 @@ from schemathesis.checks import content_type_conformance, not_a_server_error, re
 from eventsum_project.wsgi import application
 
 FUZZED: dict[str, int] = {}  # requests sent, by method: reported at the end of the run
-schema = schemathesis.openapi.from_wsgi("/schema?format=json", application)
+schema = schemathesis.openapi.from_wsgi("/schema", application)
 
 
 @pytest.fixture
