@@ -6,7 +6,7 @@ import django_filters
 from django import forms
 from django.db.models import Q
 
-from events.models import EventBase
+from events.models import EventBase, normalize_name
 from events.timeparse import parse_time
 from grouping.search_text import trigrams_of
 
@@ -82,13 +82,9 @@ class EventSearchFilterSet(django_filters.FilterSet):
         form = SearchForm
 
     def filter_service_name(self, queryset, name, value):
-        from events.models import normalize_name
-
         return queryset.filter(service__normalized_name=normalize_name(value))
 
     def filter_environment_name(self, queryset, name, value):
-        from events.models import normalize_name
-
         return queryset.filter(environment__normalized_name=normalize_name(value))
 
     def filter_keywords(self, queryset, name, value):
