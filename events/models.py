@@ -1,4 +1,5 @@
 import re
+from functools import lru_cache
 
 from django.contrib.postgres.fields import ArrayField
 from django.contrib.postgres.indexes import GinIndex
@@ -11,6 +12,7 @@ DEFAULT_GROUP_ID = 0
 _NAME_SEPARATORS = re.compile(r"[\s\-]+")
 
 
+@lru_cache(maxsize=4096)
 def normalize_name(name: str) -> str:
     """Trim, lower-case, runs of spaces and hyphens become one `_`: "Wish-FE" and "WISH FE" are one service."""
     return _NAME_SEPARATORS.sub("_", name.strip().lower())

@@ -16,13 +16,14 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
+import orjson
 from django.conf import settings
 from django.db import DatabaseError, IntegrityError, connection, transaction
 from psycopg2 import errors as pg_errors
 
 from events.models import DEFAULT_GROUP_ID, Environment, Service, normalize_name
 from events.observability import record_stored
-from events.timeparse import bucket_start, parse_time
+from events.timeparse import bucket_seconds, bucket_start, parse_time
 from grouping.hashing import compact_json
 from grouping.pipeline import NORMALIZATION_VERSION, STAGES, FilterFailed, grouping_counters, normalize
 from grouping.registry import FILTERS, GROUPINGS, unknown_filters, unknown_groupings
@@ -344,6 +345,7 @@ def _merge_counters(into: dict, more: dict) -> None:
 
 def coalesce(events: list[PreparedEvent], service_ids: dict, environment_ids: dict) -> dict[tuple, _BaseRow]:
     """Group occurrences by base, instance and bucket, so each row is written once per batch."""
+    size = bucket_seconds()  # once per batch: settings are slow to read per event
     bases: dict[tuple, _BaseRow] = {}
     for event in events:
         key = (
@@ -368,7 +370,7 @@ def coalesce(events: list[PreparedEvent], service_ids: dict, environment_ids: di
             instance.first_seen = min(instance.first_seen, moment)
             if moment >= instance.last_seen:
                 instance.last_seen, instance.event = moment, event
-        start = bucket_start(moment)
+        start = bucket_start(moment, size)
         bucket = instance.buckets.get(start)
         if bucket is None:
             instance.buckets[start] = _BucketRow(1, moment, _copy_counters(event.counters))
@@ -708,16 +710,16 @@ def enforce_rate_limit(per_service: Counter, names: dict[int, str]) -> None:
 _NEEDS_SANITIZING = re.compile(rb"\\u(?:0000|[dD][89a-fA-F])")
 
 
+# orjson reads integers beyond 64 bits as floats (losing digits): bodies with such long digit runs take
+# the standard library's parser, which keeps them exact.
+_LONG_DIGITS = re.compile(rb"\d{19,}")
+
+
 def parse_capture_body(body: bytes) -> list:
     """Decode a /capture body into a list of payloads; CaptureInvalid names what is wrong with it."""
-    try:
-        data = json.loads(body, parse_constant=_reject_constant, parse_float=_finite_float)
-    except RecursionError:
-        raise CaptureInvalid({"detail": "JSON nested too deeply."}) from None
-    except UnicodeDecodeError:
-        raise CaptureInvalid({"detail": "Body is not valid UTF-8."}) from None
-    except ValueError as error:
-        raise CaptureInvalid({"detail": f"Invalid JSON: {error}"}) from None
+    data = _fast_parse(body)
+    if data is _UNPARSED:
+        data = _careful_parse(body)
     if _NEEDS_SANITIZING.search(body):
         data = _sanitize(data)
     if isinstance(data, list):
@@ -731,6 +733,30 @@ def parse_capture_body(body: bytes) -> list:
     if isinstance(data, dict):
         return [data]
     raise CaptureInvalid({"detail": f"Expected an event object or an array of them, got {_json_type(data)}."})
+
+
+_UNPARSED = object()
+
+
+def _fast_parse(body: bytes):
+    """orjson, several times faster; anything it refuses or might read differently goes the careful way."""
+    if _LONG_DIGITS.search(body):
+        return _UNPARSED
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return _UNPARSED  # the careful parser says precisely what is wrong, or reads what orjson won't
+
+
+def _careful_parse(body: bytes):
+    try:
+        return json.loads(body, parse_constant=_reject_constant, parse_float=_finite_float)
+    except RecursionError:
+        raise CaptureInvalid({"detail": "JSON nested too deeply."}) from None
+    except UnicodeDecodeError:
+        raise CaptureInvalid({"detail": "Body is not valid UTF-8."}) from None
+    except ValueError as error:
+        raise CaptureInvalid({"detail": f"Invalid JSON: {error}"}) from None
 
 
 def _reject_constant(name: str):

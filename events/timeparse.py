@@ -56,9 +56,9 @@ def bucket_seconds() -> int:
     return settings.EVENTSUM_TIME_INTERVAL * 60
 
 
-def bucket_start(moment: datetime) -> datetime:
-    """The start of the epoch-aligned bucket holding `moment`."""
-    size = bucket_seconds()
+def bucket_start(moment: datetime, size: int | None = None) -> datetime:
+    """The start of the epoch-aligned bucket of `size` seconds (default: the setting) holding `moment`."""
+    size = size or bucket_seconds()
     seconds = (moment - EPOCH) // timedelta(seconds=1)
     return EPOCH + timedelta(seconds=seconds - seconds % size)
 
