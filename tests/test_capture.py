@@ -339,3 +339,11 @@ def test_the_orm_save_path_derives_the_same_hashes_as_the_capture_path(capture):
     assert copy.generic_data == captured.generic_data
     assert other.processed_data_hash == base.processed_data_hash
     assert other.event_group_id == EventGroup.objects.get(name="default").id == 0
+
+
+@pytest.mark.parametrize("number", [2**62, 2**64 + 1, -(2**70), 123456789012345678, 0.1, 1e-7, -0.0])
+def test_numbers_are_stored_exactly_whichever_parser_reads_them(client, number):
+    response = post_json(client, "/capture", make_event(extra_args={"n": number}))
+    assert response.status_code == 200
+    stored = EventInstance.objects.get().raw_details["n"]
+    assert stored == number and type(stored) is type(number)
