@@ -13,9 +13,8 @@ from django.utils.html import format_html
 
 from events.admin_views import (
     CappedCountPaginator,
-    chart_start,
     distinct_values,
-    hourly_counts_sql,
+    hourly_counts,
     pretty_json,
     stack_trace,
     svg_chart,
@@ -137,13 +136,11 @@ class EventBaseAdmin(admin.ModelAdmin):
     readonly_fields = [name for name in fields if name != "event_group"]
 
     def get_queryset(self, request):
-        start = chart_start()
         return (
             super()
             .get_queryset(request)
             .annotate(
-                total_occurrences=total_count("event_base"),
-                hourly=RawSQL(hourly_counts_sql("event_base_id", "events_eventbase"), [start, start]),
+                total_occurrences=total_count("event_base"), hourly=hourly_counts("event_base_id", "events_eventbase")
             )
         )
 
@@ -256,13 +253,12 @@ class EventInstanceAdmin(InstanceOccurrences, admin.ModelAdmin):
     readonly_fields = fields
 
     def get_queryset(self, request):
-        start = chart_start()
         return (
             super()
             .get_queryset(request)
             .annotate(
                 occurrences=total_count("event_instance"),
-                hourly=RawSQL(hourly_counts_sql("event_instance_id", "events_eventinstance"), [start, start]),
+                hourly=hourly_counts("event_instance_id", "events_eventinstance"),
             )
         )
 

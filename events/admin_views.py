@@ -5,6 +5,7 @@ from datetime import UTC, datetime, timedelta
 
 from django.core.paginator import Paginator
 from django.db import connection
+from django.db.models.expressions import RawSQL
 from django.utils.functional import cached_property
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import mark_safe
@@ -32,8 +33,10 @@ HOURLY_COUNTS_SQL = """
 """
 
 
-def hourly_counts_sql(column: str, table: str) -> str:
-    return HOURLY_COUNTS_SQL.format(column=column, table=table)
+def hourly_counts(column: str, table: str) -> RawSQL:
+    """The annotation: `column` is the buckets' foreign key to `table`, the list's own table."""
+    start = chart_start()
+    return RawSQL(HOURLY_COUNTS_SQL.format(column=column, table=table), [start, start])
 
 
 def svg_chart(counts: list[int] | None, width: int = 120, height: int = 24) -> str:
