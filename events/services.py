@@ -343,10 +343,14 @@ def _merge_counters(into: dict, more: dict) -> None:
             totals[key] = totals.get(key, 0) + value
 
 
-def coalesce(events: list[PreparedEvent], service_ids: dict, environment_ids: dict) -> dict[tuple, _BaseRow]:
-    """Group occurrences by base, instance and bucket, so each row is written once per batch."""
+def coalesce(
+    events: list[PreparedEvent], service_ids: dict, environment_ids: dict
+) -> tuple[dict[tuple, _BaseRow], list[tuple]]:
+    """Group occurrences by base, instance and bucket, so each row is written once per batch. Also
+    returns each event's (base key, generic data hash), the key of its ids once written."""
     size = bucket_seconds()  # once per batch: settings are slow to read per event
     bases: dict[tuple, _BaseRow] = {}
+    event_keys = []
     for event in events:
         key = (
             service_ids[event.service_key],
@@ -355,6 +359,7 @@ def coalesce(events: list[PreparedEvent], service_ids: dict, environment_ids: di
             event.event_name,
             event.processed_data_hash,
         )
+        event_keys.append((key, event.generic_data_hash))
         moment = event.occurred_at
         base = bases.get(key)
         if base is None:
@@ -378,7 +383,7 @@ def coalesce(events: list[PreparedEvent], service_ids: dict, environment_ids: di
             bucket.count += 1
             bucket.last_seen = max(bucket.last_seen, moment)
             _merge_counters(bucket.counters, event.counters)
-    return bases
+    return bases, event_keys
 
 
 def _copy_counters(counters: dict) -> dict:
@@ -412,15 +417,18 @@ WITH base_input AS (
         latest_message = CASE WHEN EXCLUDED.last_seen >= b.last_seen
                               THEN EXCLUDED.latest_message ELSE b.latest_message END
     RETURNING id, service_id, environment_id, event_type, event_name, processed_data_hash, event_group_id
-), searches AS (
-    -- Written when a base is new, and again only when it brings a message not seen before.
-    INSERT INTO events_eventbasesearch AS s (event_base_id, static_text, messages_text, trigrams)
-    SELECT bases.id, bi.static_text, lower(bi.message), string_to_array(bi.trigrams, ' ')
+), base_rows AS (
+    -- Each input base with the id it got: RETURNING can't carry the input's idx, so join back once.
+    SELECT bi.*, bases.id AS base_id, bases.event_group_id
     FROM base_input bi
     JOIN bases ON (bases.service_id, bases.environment_id, bases.event_type, bases.event_name,
                    bases.processed_data_hash)
                 = (bi.service_id, bi.environment_id, bi.event_type, bi.event_name, bi.hash)
-    ORDER BY bi.idx
+), searches AS (
+    -- Written when a base is new, and again only when it brings a message not seen before.
+    INSERT INTO events_eventbasesearch AS s (event_base_id, static_text, messages_text, trigrams)
+    SELECT base_id, static_text, lower(message), string_to_array(trigrams, ' ')
+    FROM base_rows ORDER BY idx
     ON CONFLICT (event_base_id) DO UPDATE SET
         messages_text = s.messages_text || E'\\n' || EXCLUDED.messages_text,
         trigrams = ARRAY(SELECT DISTINCT unnest(s.trigrams || EXCLUDED.trigrams))
@@ -434,12 +442,8 @@ WITH base_input AS (
     ) AS t(idx, base_idx, hash, generic_data, filters, raw_data, raw_details, processed_details, message,
            first_seen, last_seen)
 ), instance_bases AS (
-    SELECT ii.*, bases.id AS base_id, bases.service_id, bases.event_group_id
-    FROM instance_input ii
-    JOIN base_input bi ON bi.idx = ii.base_idx
-    JOIN bases ON (bases.service_id, bases.environment_id, bases.event_type, bases.event_name,
-                   bases.processed_data_hash)
-                = (bi.service_id, bi.environment_id, bi.event_type, bi.event_name, bi.hash)
+    SELECT ii.*, br.base_id, br.service_id, br.event_group_id
+    FROM instance_input ii JOIN base_rows br ON br.idx = ii.base_idx
 ), instances AS (
     INSERT INTO events_eventinstance AS i (
         event_base_id, generic_data_hash, generic_data, filters, raw_data, raw_details, processed_details,
@@ -652,21 +656,10 @@ def _store(events: list[PreparedEvent]) -> list[CaptureResult]:
         Counter(service_ids[event.service_key] for event in events),
         {service_ids[event.service_key]: event.service_name for event in events},
     )
-    bases = coalesce(events, service_ids, environment_ids)
+    bases, event_keys = coalesce(events, service_ids, environment_ids)
     written = write_occurrences(bases)
     record_stored(Counter((event.service_key, event.environment_key) for event in events))
-    results = []
-    for event in events:
-        key = (
-            service_ids[event.service_key],
-            environment_ids[event.environment_key],
-            event.event_type,
-            event.event_name,
-            event.processed_data_hash,
-        )
-        base_id, instance_id, group_id = written[(key, event.generic_data_hash)]
-        results.append(CaptureResult(base_id, instance_id, group_id))
-    return results
+    return [CaptureResult(*written[key]) for key in event_keys]
 
 
 # --- rate limits -------------------------------------------------------------------------------------------
