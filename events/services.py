@@ -25,6 +25,7 @@ from events.models import DEFAULT_GROUP_ID, Environment, Service, normalize_name
 from events.observability import record_stored
 from events.timeparse import bucket_seconds, bucket_start, parse_time
 from grouping.hashing import compact_json
+from grouping.memo import BoundedMemo
 from grouping.pipeline import NORMALIZATION_VERSION, STAGES, FilterFailed, grouping_counters, normalize
 from grouping.registry import FILTERS, GROUPINGS, unknown_filters, unknown_groupings
 from grouping.search_text import static_search_text, trigrams_of
@@ -495,19 +496,15 @@ SEARCH_TEXT_CAP = 8000
 
 
 # A base's static search text and trigrams never change: each process keeps the recent ones.
-_static_search_cache: dict[tuple, tuple[str, frozenset]] = {}
-STATIC_SEARCH_CACHE_SIZE = 5_000
+_static_search_memo = BoundedMemo(5_000)
 
 
 def _static_search(event: PreparedEvent) -> tuple[str, frozenset]:
-    key = (event.event_type, event.event_name, event.processed_data_hash)
-    found = _static_search_cache.get(key)
-    if found is None:
-        if len(_static_search_cache) >= STATIC_SEARCH_CACHE_SIZE:
-            _static_search_cache.clear()
+    def compute() -> tuple[str, frozenset]:
         text = static_search_text(event.event_type, event.event_name, event.processed_data)
-        found = _static_search_cache[key] = (text, trigrams_of(text))
-    return found
+        return text, trigrams_of(text)
+
+    return _static_search_memo.get((event.event_type, event.event_name, event.processed_data_hash), compute)
 
 
 def _upsert_parameters(bases: dict[tuple, _BaseRow]) -> tuple[dict, list[tuple]]:

@@ -4,6 +4,7 @@ models' save hooks alike."""
 from dataclasses import dataclass
 
 from grouping.hashing import canonical_json, compact_json, hash_text
+from grouping.memo import BoundedMemo
 from grouping.registry import get_filter, get_grouping
 
 # Bump when a built-in filter changes what it produces; stored on each base so a change never silently
@@ -56,21 +57,17 @@ def run_filters(stage: str, names: list[str], data):
 
 # Filters are pure, so the processed data of a generic data is always the same: each process remembers
 # the recent ones, and an instance seen again skips its base filters and their hashing.
-_processed_cache: dict[tuple, tuple[dict, str, str]] = {}
-PROCESSED_CACHE_SIZE = 2_000  # entries hold processed data twice (object and text): keep workers small
+# Entries hold processed data twice (object and text): a modest size keeps workers small.
+_processed_memo = BoundedMemo(2_000)
 
 
 def _processed(generic_data: dict, generic_hash: str, base_filters: tuple[str, ...]) -> tuple[dict, str, str]:
-    key = (generic_hash, base_filters)
-    found = _processed_cache.get(key)
-    if found is None:
+    def compute() -> tuple[dict, str, str]:
         processed_data = run_filters("base", base_filters, generic_data)
         processed_json = canonical_json(processed_data)
-        found = (processed_data, processed_json, hash_text(processed_json))
-        if len(_processed_cache) >= PROCESSED_CACHE_SIZE:
-            _processed_cache.clear()
-        _processed_cache[key] = found
-    return found
+        return processed_data, processed_json, hash_text(processed_json)
+
+    return _processed_memo.get((generic_hash, base_filters), compute)
 
 
 def normalize(event_data: dict, extra_args: dict, filters: dict[str, list[str]]) -> Normalized:

@@ -213,3 +213,19 @@ def test_every_piece_of_a_keyword_inside_the_text_is_among_its_trigrams():
     assert trigrams_of("division") <= pieces
     assert trigrams_of("rver") <= pieces
     assert not trigrams_of("divisor") <= pieces
+
+
+def test_bounded_memo_computes_each_key_once_and_stays_within_its_size():
+    from grouping.memo import BoundedMemo
+
+    memo, calls = BoundedMemo(2), []
+
+    def compute(value):
+        return lambda: calls.append(value) or value * 10
+
+    assert memo.get("a", compute(1)) == 10
+    assert memo.get("a", compute(99)) == 10  # remembered
+    memo.get("b", compute(2))
+    memo.get("c", compute(3))  # full: starts over
+    assert memo.get("a", compute(4)) == 40
+    assert calls == [1, 2, 3, 4]
