@@ -129,6 +129,12 @@ class LiveStack:
         with self.pg._lock:
             self.pg.ensure_postgres_running()
 
+    def __enter__(self) -> "LiveStack":
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
     def close(self) -> None:
         self.server.terminate()
         try:

@@ -17,9 +17,8 @@ CLIENTS = 8
 
 @pytest.fixture(scope="module")
 def stack():
-    stack = LiveStack(workers=3)
-    yield stack
-    stack.close()
+    with LiveStack(workers=3) as stack:
+        yield stack
 
 
 def test_a_killed_database_gives_503s_loses_no_acknowledged_event_and_recovers(stack):

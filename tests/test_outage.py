@@ -13,9 +13,8 @@ from tests.live_stack import LiveStack, request
 
 @pytest.fixture(scope="module")
 def stack():
-    stack = LiveStack(workers=2)
-    yield stack
-    stack.close()
+    with LiveStack(workers=2) as stack:
+        yield stack
 
 
 def total_count(stack) -> int:
@@ -52,8 +51,7 @@ def test_a_stopped_database_gives_503_and_service_resumes_when_it_returns(stack)
 
 
 def test_sigterm_lets_a_request_in_flight_finish():
-    stack = LiveStack(workers=1, extra_env={"EVENTSUM_MAX_BODY_BYTES": str(16 * 2**20)})
-    try:
+    with LiveStack(workers=1, extra_env={"EVENTSUM_MAX_BODY_BYTES": str(16 * 2**20)}) as stack:
         batch = [make_event(event_name=f"Graceful{i}") for i in range(1000)]  # new bases: a second or two
         answer = {}
 
@@ -75,5 +73,3 @@ def test_sigterm_lets_a_request_in_flight_finish():
             "WHERE b.event_name LIKE 'Graceful%%'"
         )[0][0]
         assert stored == 1000
-    finally:
-        stack.close()

@@ -45,8 +45,7 @@ def test_a_batch_bigger_than_the_limit_is_refused(client, settings):
 
 
 def test_the_limit_holds_across_server_processes():
-    stack = LiveStack(workers=3, extra_env={"EVENTSUM_RATE_LIMIT": "20"})
-    try:
+    with LiveStack(workers=3, extra_env={"EVENTSUM_RATE_LIMIT": "20"}) as stack:
         for attempt in range(3):
             service = f"shared-{attempt}"
             started = time.time()
@@ -58,8 +57,6 @@ def test_the_limit_holds_across_server_processes():
             "JOIN events_service s ON s.id = o.service_id WHERE s.normalized_name = %s",
             [service.replace("-", "_")],
         )[0][0]
-    finally:
-        stack.close()
     # 30 requests spread over 3 workers: a limit kept in each process would have let all of them through.
     assert (statuses.count(200), statuses.count(429)) == (20, 10)
     assert stored == 20

@@ -28,9 +28,8 @@ def fresh(event: dict) -> dict:
 
 @pytest.fixture(scope="module")
 def stack():
-    stack = LiveStack(workers=4)
-    yield stack
-    stack.close()
+    with LiveStack(workers=4) as stack:
+        yield stack
 
 
 def test_soak_counts_are_exact_under_mixed_load_with_triage_and_prune(stack):
