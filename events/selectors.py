@@ -62,8 +62,7 @@ def search_bases(params) -> list[dict]:
         .defer("processed_data")
         .annotate(processed_text=Cast("processed_data", TextField()))
     }
-    datapoints = _datapoints(ids, start, end)
-    instance_ids = _instance_ids(ids, start, end)
+    datapoints, instance_ids = _series(ids, start, end)
     return [
         {
             "id": base_id,
@@ -75,7 +74,7 @@ def search_bases(params) -> list[dict]:
             "total_count": totals[base_id],
             "processed_data": orjson.Fragment(bases[base_id].processed_text),
             "hash": bases[base_id].processed_data_hash,
-            "instance_ids": instance_ids.get(base_id, []),
+            "instance_ids": instance_ids[base_id],
             "datapoints": datapoints[base_id],
             "first_seen": format_time(bases[base_id].first_seen),
             "last_seen": format_time(bases[base_id].last_seen),
@@ -95,45 +94,37 @@ def datapoint_step(start: datetime, end: datetime) -> tuple[datetime, int, int]:
     return first, step, points
 
 
-def _datapoints(base_ids: list[int], start: datetime, end: datetime) -> dict[int, orjson.Fragment]:
+def _series(base_ids: list[int], start: datetime, end: datetime) -> tuple[dict, dict]:
+    """Each base's datapoints and the ids of its instances seen in the window, from one pass over its
+    buckets: ({base id: JSON datapoints}, {base id: [instance ids, ascending]})."""
     first, step, points = datapoint_step(start, end)
     first_epoch = (first - EPOCH).total_seconds()
     series = {base_id: [0] * points for base_id in base_ids}
+    instances = {base_id: set() for base_id in base_ids}
     with connection.cursor() as cursor:
         cursor.execute(
             """
-            SELECT event_base_id, floor((extract(epoch FROM bucket_start) - %s) / %s)::int AS slot, sum(count)
+            SELECT event_base_id, floor((extract(epoch FROM bucket_start) - %s) / %s)::int AS slot, sum(count),
+                   array_agg(DISTINCT event_instance_id)
             FROM events_occurrencebucket
             WHERE event_base_id = ANY(%s) AND bucket_start >= %s AND bucket_start < %s
             GROUP BY 1, 2
             """,
             [first_epoch, step, base_ids, start, end],
         )
-        for base_id, slot, count in cursor.fetchall():
+        for base_id, slot, count, instance_ids in cursor.fetchall():
             series[base_id][slot] += int(count)
+            instances[base_id].update(instance_ids)
     starts = [to_unix_ms(first + timedelta(seconds=step * index)) for index in range(points)]
     # Up to 200 points for each of up to 1,000 bases: written as JSON text at once rather than as
     # hundreds of thousands of small dicts (memory, and the time to build and render them).
-    return {
+    datapoints = {
         base_id: orjson.Fragment(
             "[" + ",".join(f'{{"count":{count},"start":{at}}}' for count, at in zip(counts, starts, strict=True)) + "]"
         )
         for base_id, counts in series.items()
     }
-
-
-def _instance_ids(base_ids: list[int], start: datetime, end: datetime) -> dict[int, list[int]]:
-    with connection.cursor() as cursor:
-        cursor.execute(
-            """
-            SELECT event_base_id, array_agg(DISTINCT event_instance_id ORDER BY event_instance_id)
-            FROM events_occurrencebucket
-            WHERE event_base_id = ANY(%s) AND bucket_start >= %s AND bucket_start < %s
-            GROUP BY 1
-            """,
-            [base_ids, start, end],
-        )
-        return dict(cursor.fetchall())
+    return datapoints, {base_id: sorted(ids) for base_id, ids in instances.items()}
 
 
 DETAIL_SQL = """
