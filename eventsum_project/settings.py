@@ -84,9 +84,10 @@ else:
     from eventsum_project.embedded_postgres import embedded_database_settings
 
     _database = embedded_database_settings(EVENTSUM_DATA_DIR)
+_database["ENGINE"] = "eventsum_project.postgresql"  # Django's, with a health check that needs no round trip
 _database["CONN_MAX_AGE"] = env_int("EVENTSUM_DB_CONN_MAX_AGE", 60, minimum=0)
-# Checking a reused connection costs a round trip per request; without it, a connection the database
-# dropped (a restart) fails one request with 503 before the process reconnects.
+# A reused connection is checked before each request's first query (a poll of its socket); without the
+# check, a connection the database dropped (a restart) fails one request with 503 before it is replaced.
 _database["CONN_HEALTH_CHECKS"] = env_bool("EVENTSUM_DB_HEALTH_CHECKS", True)
 _database.setdefault("OPTIONS", {})["connect_timeout"] = env_int("EVENTSUM_DB_CONNECT_TIMEOUT", 5, minimum=1)
 DATABASES = {"default": _database}

@@ -41,6 +41,38 @@ def test_health_is_503_when_the_database_does_not_answer(anonymous, monkeypatch)
     assert response.json()["status"] == "unavailable"
 
 
+@pytest.mark.django_db(transaction=True)
+def test_a_reused_connection_the_server_dropped_is_replaced_before_the_next_query():
+    import time
+
+    from django.db import connection, connections
+
+    from eventsum_project.postgresql.base import _has_unread_input
+
+    wrapper = connections.create_connection("default")
+    try:
+        wrapper.ensure_connection()
+        assert wrapper.health_check_enabled
+        pid = wrapper.connection.get_backend_pid()
+        wrapper.health_check_done = False  # as at the start of a request
+        wrapper.close_if_health_check_failed()
+        assert wrapper.connection is not None and wrapper.connection.get_backend_pid() == pid  # healthy: kept
+
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_terminate_backend(%s)", [pid])
+        deadline = time.monotonic() + 10
+        while not _has_unread_input(wrapper.connection.fileno()) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        wrapper.health_check_done = False  # the next request
+        wrapper.close_if_health_check_failed()
+        assert wrapper.connection is None
+        with wrapper.cursor() as cursor:  # reconnects instead of failing the request
+            cursor.execute("SELECT pg_backend_pid()")
+            assert cursor.fetchone()[0] != pid
+    finally:
+        wrapper.close()
+
+
 def metric_value(text: str, name: str, **labels) -> float:
     for line in text.splitlines():
         if line.startswith(name + "{") and all(f'{key}="{value}"' in line for key, value in labels.items()):
