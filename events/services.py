@@ -393,10 +393,54 @@ def _copy_counters(counters: dict) -> dict:
 
 # --- 4. the write ---------------------------------------------------------------------------------------
 
+# How an occurrence merges into rows that already exist; shared by the two statements below.
+BASE_CONFLICT = """
+    ON CONFLICT ON CONSTRAINT eventbase_identity DO UPDATE SET
+        first_seen = LEAST(b.first_seen, EXCLUDED.first_seen),
+        last_seen = GREATEST(b.last_seen, EXCLUDED.last_seen),
+        latest_message = CASE WHEN EXCLUDED.last_seen >= b.last_seen
+                              THEN EXCLUDED.latest_message ELSE b.latest_message END
+"""
+# Written when a base is new, and again only when it brings a message not seen before.
+SEARCH_CONFLICT = """
+    ON CONFLICT (event_base_id) DO UPDATE SET
+        messages_text = s.messages_text || E'\\n' || EXCLUDED.messages_text,
+        trigrams = ARRAY(SELECT DISTINCT unnest(s.trigrams || EXCLUDED.trigrams))
+    WHERE length(s.messages_text) < %(search_cap)s AND strpos(s.messages_text, EXCLUDED.messages_text) = 0
+"""
+INSTANCE_CONFLICT = """
+    ON CONFLICT ON CONSTRAINT eventinstance_identity DO UPDATE SET
+        first_seen = LEAST(i.first_seen, EXCLUDED.first_seen),
+        last_seen = GREATEST(i.last_seen, EXCLUDED.last_seen),
+        raw_data = CASE WHEN EXCLUDED.last_seen >= i.last_seen THEN EXCLUDED.raw_data ELSE i.raw_data END,
+        raw_details = CASE WHEN EXCLUDED.last_seen >= i.last_seen THEN EXCLUDED.raw_details ELSE i.raw_details END,
+        processed_details = CASE WHEN EXCLUDED.last_seen >= i.last_seen
+                                 THEN EXCLUDED.processed_details ELSE i.processed_details END,
+        filters = CASE WHEN EXCLUDED.last_seen >= i.last_seen THEN EXCLUDED.filters ELSE i.filters END,
+        latest_message = CASE WHEN EXCLUDED.last_seen >= i.last_seen
+                              THEN EXCLUDED.latest_message ELSE i.latest_message END
+"""
+BUCKET_CONFLICT = """
+    ON CONFLICT ON CONSTRAINT bucket_identity DO UPDATE SET
+        count = o.count + EXCLUDED.count,
+        last_seen = GREATEST(o.last_seen, EXCLUDED.last_seen),
+        counters = CASE WHEN EXCLUDED.counters = '{}'::jsonb THEN o.counters
+                        ELSE eventsum_merge_counters(o.counters, EXCLUDED.counters) END
+"""
+BASE_COLUMNS = """events_eventbase AS b (
+        service_id, environment_id, event_type, event_name, processed_data_hash, processed_data,
+        normalization_version, event_group_id, latest_message, first_seen, last_seen)"""
+SEARCH_COLUMNS = "events_eventbasesearch AS s (event_base_id, static_text, messages_text, trigrams)"
+INSTANCE_COLUMNS = """events_eventinstance AS i (
+        event_base_id, generic_data_hash, generic_data, filters, raw_data, raw_details, processed_details,
+        latest_message, first_seen, last_seen)"""
+BUCKET_COLUMNS = """events_occurrencebucket AS o (
+        event_instance_id, event_base_id, service_id, bucket_start, count, last_seen, counters)"""
+
 # One statement: PostgreSQL runs it atomically, so a batch is stored whole or not at all, in one round
 # trip. Rows are fed in a fixed order (bases by key, their instances by hash, their buckets by time), so
 # concurrent batches take row locks in the same order.
-UPSERT_SQL = """
+UPSERT_SQL = f"""
 WITH base_input AS (
     SELECT * FROM unnest(
         %(b_idx)s::int[], %(b_service)s::bigint[], %(b_environment)s::bigint[], %(b_type)s::text[],
@@ -405,18 +449,11 @@ WITH base_input AS (
     ) AS t(idx, service_id, environment_id, event_type, event_name, hash, data, message, static_text,
            trigrams, first_seen, last_seen)
 ), bases AS (
-    INSERT INTO events_eventbase AS b (
-        service_id, environment_id, event_type, event_name, processed_data_hash, processed_data,
-        normalization_version, event_group_id, latest_message, first_seen, last_seen
-    )
+    INSERT INTO {BASE_COLUMNS}
     SELECT service_id, environment_id, event_type, event_name, hash, data, %(version)s, %(default_group)s,
            message, first_seen, last_seen
     FROM base_input ORDER BY idx
-    ON CONFLICT ON CONSTRAINT eventbase_identity DO UPDATE SET
-        first_seen = LEAST(b.first_seen, EXCLUDED.first_seen),
-        last_seen = GREATEST(b.last_seen, EXCLUDED.last_seen),
-        latest_message = CASE WHEN EXCLUDED.last_seen >= b.last_seen
-                              THEN EXCLUDED.latest_message ELSE b.latest_message END
+    {BASE_CONFLICT}
     RETURNING id, service_id, environment_id, event_type, event_name, processed_data_hash, event_group_id
 ), base_rows AS (
     -- Each input base with the id it got: RETURNING can't carry the input's idx, so join back once.
@@ -426,14 +463,10 @@ WITH base_input AS (
                    bases.processed_data_hash)
                 = (bi.service_id, bi.environment_id, bi.event_type, bi.event_name, bi.hash)
 ), searches AS (
-    -- Written when a base is new, and again only when it brings a message not seen before.
-    INSERT INTO events_eventbasesearch AS s (event_base_id, static_text, messages_text, trigrams)
+    INSERT INTO {SEARCH_COLUMNS}
     SELECT base_id, static_text, lower(message), string_to_array(trigrams, ' ')
     FROM base_rows ORDER BY idx
-    ON CONFLICT (event_base_id) DO UPDATE SET
-        messages_text = s.messages_text || E'\\n' || EXCLUDED.messages_text,
-        trigrams = ARRAY(SELECT DISTINCT unnest(s.trigrams || EXCLUDED.trigrams))
-    WHERE length(s.messages_text) < %(search_cap)s AND strpos(s.messages_text, EXCLUDED.messages_text) = 0
+    {SEARCH_CONFLICT}
     RETURNING 1
 ), instance_input AS (
     SELECT * FROM unnest(
@@ -446,23 +479,11 @@ WITH base_input AS (
     SELECT ii.*, br.base_id, br.service_id, br.event_group_id
     FROM instance_input ii JOIN base_rows br ON br.idx = ii.base_idx
 ), instances AS (
-    INSERT INTO events_eventinstance AS i (
-        event_base_id, generic_data_hash, generic_data, filters, raw_data, raw_details, processed_details,
-        latest_message, first_seen, last_seen
-    )
+    INSERT INTO {INSTANCE_COLUMNS}
     SELECT base_id, hash, generic_data, filters, raw_data, raw_details, processed_details, message,
            first_seen, last_seen
     FROM instance_bases ORDER BY idx
-    ON CONFLICT ON CONSTRAINT eventinstance_identity DO UPDATE SET
-        first_seen = LEAST(i.first_seen, EXCLUDED.first_seen),
-        last_seen = GREATEST(i.last_seen, EXCLUDED.last_seen),
-        raw_data = CASE WHEN EXCLUDED.last_seen >= i.last_seen THEN EXCLUDED.raw_data ELSE i.raw_data END,
-        raw_details = CASE WHEN EXCLUDED.last_seen >= i.last_seen THEN EXCLUDED.raw_details ELSE i.raw_details END,
-        processed_details = CASE WHEN EXCLUDED.last_seen >= i.last_seen
-                                 THEN EXCLUDED.processed_details ELSE i.processed_details END,
-        filters = CASE WHEN EXCLUDED.last_seen >= i.last_seen THEN EXCLUDED.filters ELSE i.filters END,
-        latest_message = CASE WHEN EXCLUDED.last_seen >= i.last_seen
-                              THEN EXCLUDED.latest_message ELSE i.latest_message END
+    {INSTANCE_CONFLICT}
     RETURNING id, event_base_id, generic_data_hash
 ), resolved AS (
     SELECT ib.idx, instances.id AS instance_id, ib.base_id, ib.service_id, ib.event_group_id
@@ -474,22 +495,52 @@ WITH base_input AS (
         %(k_last)s::timestamptz[], %(k_counters)s::jsonb[]
     ) AS t(instance_idx, bucket_start, count, last_seen, counters)
 ), buckets AS (
-    INSERT INTO events_occurrencebucket AS o (
-        event_instance_id, event_base_id, service_id, bucket_start, count, last_seen, counters
-    )
+    INSERT INTO {BUCKET_COLUMNS}
     SELECT r.instance_id, r.base_id, r.service_id, k.bucket_start, k.count, k.last_seen, k.counters
     FROM bucket_input k JOIN resolved r ON r.idx = k.instance_idx
     ORDER BY k.instance_idx, k.bucket_start
-    ON CONFLICT ON CONSTRAINT bucket_identity DO UPDATE SET
-        count = o.count + EXCLUDED.count,
-        last_seen = GREATEST(o.last_seen, EXCLUDED.last_seen),
-        counters = CASE WHEN EXCLUDED.counters = '{}'::jsonb THEN o.counters
-                        ELSE eventsum_merge_counters(o.counters, EXCLUDED.counters) END
+    {BUCKET_CONFLICT}
     RETURNING 1
 )
 SELECT r.idx, r.instance_id, r.base_id, r.event_group_id, (SELECT count(*) FROM buckets),
        (SELECT count(*) FROM searches)
 FROM resolved r
+"""
+
+# The same write for the commonest capture, one base with one instance in one bucket (a single event,
+# or identical ones): scalar parameters, no unnest, sort or join back. PostgreSQL spends about a fifth
+# less on it than on UPSERT_SQL with one-element arrays, and building the parameters costs less too.
+UPSERT_ONE_SQL = f"""
+WITH bases AS (
+    INSERT INTO {BASE_COLUMNS}
+    VALUES (%(b_service)s::bigint, %(b_environment)s::bigint, %(b_type)s::text, %(b_name)s::text,
+            %(b_hash)s::text, %(b_data)s::jsonb, %(version)s::int, %(default_group)s::bigint, %(b_message)s::text,
+            %(b_first)s::timestamptz, %(b_last)s::timestamptz)
+    {BASE_CONFLICT}
+    RETURNING id, event_group_id
+), searches AS (
+    INSERT INTO {SEARCH_COLUMNS}
+    SELECT id, %(b_static_text)s::text, lower(%(b_message)s), string_to_array(%(b_trigrams)s::text, ' ') FROM bases
+    {SEARCH_CONFLICT}
+    RETURNING 1
+), instances AS (
+    INSERT INTO {INSTANCE_COLUMNS}
+    SELECT id, %(i_hash)s::text, %(i_generic)s::jsonb, %(i_filters)s::jsonb, %(i_raw)s::jsonb, %(i_details)s::jsonb,
+           %(i_processed_details)s::jsonb, %(i_message)s::text, %(i_first)s::timestamptz, %(i_last)s::timestamptz
+    FROM bases
+    {INSTANCE_CONFLICT}
+    RETURNING id, event_base_id
+), buckets AS (
+    INSERT INTO {BUCKET_COLUMNS}
+    SELECT id, event_base_id, %(b_service)s, %(k_start)s::timestamptz, %(k_count)s::bigint, %(k_last)s::timestamptz,
+           %(k_counters)s::jsonb
+    FROM instances
+    {BUCKET_CONFLICT}
+    RETURNING 1
+)
+SELECT 0, instances.id, bases.id, bases.event_group_id, (SELECT count(*) FROM buckets),
+       (SELECT count(*) FROM searches)
+FROM bases, instances
 """
 
 SEARCH_TEXT_CAP = 8000
@@ -586,25 +637,30 @@ class PreparedUpsert:
 
 
 PREPARED_UPSERT = PreparedUpsert(UPSERT_SQL)
+PREPARED_UPSERT_ONE = PreparedUpsert(UPSERT_ONE_SQL)
 
 
-def _execute_upsert(parameters: dict) -> list[tuple]:
+def _execute_upsert(statement: PreparedUpsert, parameters: dict) -> list[tuple]:
     # In autocommit mode the single statement is its own transaction: atomic, in one round trip (an
     # explicit BEGIN/COMMIT would add two). Inside a caller's transaction, a savepoint lets a retry follow
     # a deadlock.
     if connection.get_autocommit() and not connection.in_atomic_block:
         with connection.cursor() as cursor:
-            return PREPARED_UPSERT.run(cursor, parameters)
+            return statement.run(cursor, parameters)
     with transaction.atomic(), connection.cursor() as cursor:
-        return PREPARED_UPSERT.run(cursor, parameters)
+        return statement.run(cursor, parameters)
 
 
 def write_occurrences(bases: dict[tuple, _BaseRow]) -> dict[tuple, tuple[int, int, int]]:
     """Upsert everything; returns {(base key, generic hash): (base id, instance id, group id)}."""
     parameters, instance_keys = _upsert_parameters(bases)
+    statement = PREPARED_UPSERT
+    if len(parameters["k_start"]) == 1:  # one base, one instance, one bucket
+        statement = PREPARED_UPSERT_ONE
+        parameters = {name: value[0] if isinstance(value, list) else value for name, value in parameters.items()}
     for attempt in range(5):
         try:
-            rows = _execute_upsert(parameters)
+            rows = _execute_upsert(statement, parameters)
             break
         except DatabaseError as error:
             if not isinstance(error.__cause__, RETRYABLE) or attempt == 4:

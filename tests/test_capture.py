@@ -72,6 +72,22 @@ def test_it_keeps_the_instance_when_only_the_message_differs_and_remembers_the_l
     assert EventBase.objects.get().latest_message == "two"
 
 
+def test_one_request_with_occurrences_of_one_instance_keeps_the_latest_by_time_not_by_position(capture):
+    capture(
+        [
+            make_event(message="late", timestamp="2020-01-01 00:00:40"),
+            make_event(message="early", timestamp="2020-01-01 00:00:10"),
+        ]
+    )
+    instance = EventInstance.objects.get()
+    assert (instance.latest_message, instance.raw_data["message"]) == ("late", "late")
+    assert (instance.first_seen.second, instance.last_seen.second) == (10, 40)
+    base = EventBase.objects.get()
+    assert (base.latest_message, base.first_seen.second, base.last_seen.second) == ("late", 10, 40)
+    bucket = OccurrenceBucket.objects.get()
+    assert (bucket.count, bucket.last_seen.second) == (2, 40)
+
+
 def test_it_keeps_a_non_string_message_as_compact_json(capture):
     capture(make_event(message={"code": 7, "why": "ü"}))
     assert EventInstance.objects.get().latest_message == '{"code":7,"why":"ü"}'
