@@ -26,6 +26,13 @@ def test_health_is_ok_when_the_database_answers(anonymous):
     assert response.json() == {"status": "ok"}
 
 
+def test_every_answer_is_json_whatever_the_accept_header_asks_for(anonymous):
+    response = anonymous.get("/health", HTTP_ACCEPT="text/html")
+    assert response.status_code == 200
+    assert response["Content-Type"] == "application/json"
+    assert response.json() == {"status": "ok"}
+
+
 def test_health_is_503_when_the_database_does_not_answer(anonymous, monkeypatch):
     from django.db import connection
     from django.db.utils import OperationalError
