@@ -126,6 +126,25 @@ class Server:
                 pass
         return sizes
 
+    def cpu_seconds(self) -> dict[str, float]:
+        """CPU time used so far by the server's workers and by PostgreSQL's processes on this machine
+        (none when DATABASE_URL points elsewhere). Per request, it varies much less than throughput on a
+        shared machine."""
+        totals = {"app": 0.0, "pg": 0.0}
+        try:
+            workers = [psutil.Process(self.process.pid), *psutil.Process(self.process.pid).children()]
+        except psutil.NoSuchProcess:
+            workers = []
+        databases = [p for p in psutil.process_iter(["name"]) if p.info["name"] in ("postgres", "postmaster")]
+        for key, processes in (("app", workers), ("pg", databases)):
+            for process in processes:
+                try:
+                    times = process.cpu_times()
+                    totals[key] += times.user + times.system
+                except psutil.NoSuchProcess:
+                    pass
+        return totals
+
     def stop(self) -> None:
         self.process.send_signal(signal.SIGTERM)
         self.process.wait(timeout=60)
@@ -159,7 +178,9 @@ def run_wrk(url: str, corpus: Path, method: str, duration: int, server: Server, 
     ]
     if header:
         command.append(header)
+    cpu_before = server.cpu_seconds()
     output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+    cpu_after = server.cpu_seconds()
     stop.set()
     sampler.join()
     line = next(line for line in output.splitlines() if line.startswith("WRK_RESULT "))
@@ -167,6 +188,8 @@ def run_wrk(url: str, corpus: Path, method: str, duration: int, server: Server, 
     seconds = result["duration_us"] / 1e6
     result["rps"] = result["requests"] / seconds
     result["rss_mb"] = peak["rss"]
+    for key in ("app", "pg"):
+        result[f"{key}_cpu_ms"] = 1000 * (cpu_after[key] - cpu_before[key]) / max(result["requests"], 1)
     return result
 
 
@@ -358,8 +381,8 @@ def main() -> None:
         f"{CONNECTIONS} connections, {options.duration}s per scenario, wrk on the same machine",
         "",
         "| scenario | events or requests/s | p50 ms | p95 ms | p99 ms | errors | max worker RSS MB | vs /health "
-        "| note |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
+        "| CPU ms per request: workers / PostgreSQL | note |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
     ]
     for row in rows:
         throughput = row["rps"] * row["per_request"]
@@ -367,7 +390,7 @@ def main() -> None:
         lines.append(
             f"| {row['name']} | {throughput:,.0f} | {row['p50_us'] / 1000:.1f} | {row['p95_us'] / 1000:.1f} | "
             f"{row['p99_us'] / 1000:.1f} | {row['status_errors'] + row['socket_errors']} | {row['rss_mb']:.0f} | "
-            f"{ratio} | {row.get('note', '')} |"
+            f"{ratio} | {row['app_cpu_ms']:.2f} / {row['pg_cpu_ms']:.2f} | {row.get('note', '')} |"
         )
     table = "\n".join(lines)
     (OUT / "results.md").write_text(table + "\n")

@@ -546,8 +546,9 @@ FROM bases, instances
 SEARCH_TEXT_CAP = 8000
 
 
-# A base's static search text and trigrams never change: each process keeps the recent ones.
-_static_search_memo = BoundedMemo(5_000)
+# A base's static search text and trigrams never change: each process keeps the recent ones (a few hundred
+# trigrams each, about 30 KB as a set: 2,000 of them stay under 60 MB).
+_static_search_memo = BoundedMemo(2_000)
 
 
 def _static_search(event: PreparedEvent) -> tuple[str, frozenset]:
