@@ -19,7 +19,7 @@ from events.admin_views import (
     stack_trace,
     svg_chart,
 )
-from events.filters import EventSearchFilterSet
+from events.filters import keyword_condition
 from events.models import DEFAULT_GROUP_ID, Environment, EventBase, EventGroup, EventInstance, OccurrenceBucket, Service
 from events.timeparse import format_time
 from events.triage import TriageInvalid, assign_groups, delete_group
@@ -150,7 +150,7 @@ class EventBaseAdmin(admin.ModelAdmin):
             return queryset, False
         if len(term) == 64 and all(c in "0123456789abcdef" for c in term.lower()):
             return queryset.filter(processed_data_hash=term.lower()), False
-        return EventSearchFilterSet().filter_keywords(queryset, "keywords", term), False
+        return queryset.filter(keyword_condition(term, indexed=True, prefix="search__")), False
 
     def has_add_permission(self, request):
         return False  # bases come from captures

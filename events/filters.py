@@ -60,7 +60,7 @@ class EventSearchFilterSet(django_filters.FilterSet):
     group_id = django_filters.NumberFilter(field_name="event_group_id", min_value=0, help_text="Group id.")
     hash = django_filters.CharFilter(field_name="processed_data_hash", max_length=64, help_text="processed_data_hash.")
     keywords = django_filters.CharFilter(
-        method="filter_keywords",
+        method="no_filter",  # validated here; search_bases applies it to the bases active in the window
         max_length=500,
         help_text="Whitespace-separated words; each must appear, case-insensitively, in the name, type, "
         "a message, or a frame's function, module or filename.",
@@ -87,14 +87,20 @@ class EventSearchFilterSet(django_filters.FilterSet):
     def filter_environment_name(self, queryset, name, value):
         return queryset.filter(environment__normalized_name=normalize_name(value))
 
-    def filter_keywords(self, queryset, name, value):
-        for word in value.lower().split():
-            condition = Q(search__static_text__contains=word) | Q(search__messages_text__contains=word)
-            pieces = trigrams_of(word)
-            if pieces:  # served by the GIN index; the texts then confirm the word itself
-                condition &= Q(search__trigrams__contains=sorted(pieces))
-            queryset = queryset.filter(condition)
-        return queryset
-
     def no_filter(self, queryset, name, value):
         return queryset
+
+
+def keyword_condition(words: str, *, indexed: bool, prefix: str = "") -> Q:
+    """Every word, case-insensitively, in a base's search texts (an EventBaseSearch row, or a base through
+    `prefix="search__"`). `indexed` adds each word's trigrams, which a text holding the word always has,
+    so the GIN index can narrow a search over many bases; on a few hundred known bases, testing the
+    texts alone costs a third as much."""
+    condition = Q()
+    for word in words.lower().split():
+        matches = Q(**{f"{prefix}static_text__contains": word}) | Q(**{f"{prefix}messages_text__contains": word})
+        pieces = trigrams_of(word)
+        if indexed and pieces:
+            matches &= Q(**{f"{prefix}trigrams__contains": sorted(pieces)})
+        condition &= matches
+    return condition

@@ -11,13 +11,13 @@ from django.db.models.functions import Cast
 from django.http import Http404
 from rest_framework.exceptions import ValidationError
 
-from events.filters import EventSearchFilterSet
-from events.models import EventBase, OccurrenceBucket, Service, normalize_name
+from events.filters import EventSearchFilterSet, keyword_condition
+from events.models import EventBase, EventBaseSearch, OccurrenceBucket, Service, normalize_name
 from events.timeparse import EPOCH, bucket_seconds, bucket_start, format_time, to_unix_ms
 
 MAX_DATAPOINTS = 200
 # The parameters that narrow the bases themselves; without any, the buckets' own service id is enough.
-BASE_FILTERS = ("env_id", "environment", "group_id", "hash", "keywords")
+BASE_FILTERS = ("env_id", "environment", "group_id", "hash")
 
 
 def search_bases(params) -> list[dict]:
@@ -27,9 +27,6 @@ def search_bases(params) -> list[dict]:
     options = filterset.form.cleaned_data
     start, end = options["start_time"], options["end_time"]
 
-    buckets = OccurrenceBucket.objects.filter(bucket_start__gte=start, bucket_start__lt=end)
-    if any(options.get(name) not in (None, "") for name in BASE_FILTERS):
-        buckets = buckets.filter(event_base__in=filterset.qs.values("id"))
     service_id = options.get("service_id")
     if service_id is None:  # by name: look the id up, so the same index serves both spellings
         service_id = (
@@ -39,7 +36,17 @@ def search_bases(params) -> list[dict]:
         )
         if service_id is None:
             return []
-    buckets = buckets.filter(service_id=service_id)  # the (service, bucket_start) index does the work
+    # The (service, bucket_start) index does the work.
+    buckets = OccurrenceBucket.objects.filter(service_id=service_id, bucket_start__gte=start, bucket_start__lt=end)
+    if any(options.get(name) not in (None, "") for name in BASE_FILTERS):
+        buckets = buckets.filter(event_base__in=filterset.qs.values("id"))
+    if options.get("keywords"):
+        # Only bases that occurred in the window can be answered: their texts are tested one by one,
+        # which costs far less than the service's every base, and never more than the window's activity.
+        active = list(buckets.values_list("event_base_id", flat=True).distinct())
+        matching = EventBaseSearch.objects.filter(event_base_id__in=active)
+        matching = matching.filter(keyword_condition(options["keywords"], indexed=False))
+        buckets = buckets.filter(event_base_id__in=matching.values("event_base_id"))
     ranked = buckets.values("event_base_id").annotate(total=Sum("count"))
     sort = options["sort"]
     if sort == "recent":
