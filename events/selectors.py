@@ -13,6 +13,7 @@ from rest_framework.exceptions import ValidationError
 
 from events.filters import EventSearchFilterSet, keyword_condition
 from events.models import EventBase, EventBaseSearch, OccurrenceBucket, Service, normalize_name
+from events.prepared import PreparedStatement
 from events.timeparse import EPOCH, bucket_seconds, bucket_start, format_time, to_unix_ms
 
 MAX_DATAPOINTS = 200
@@ -151,8 +152,9 @@ CROSS JOIN LATERAL (
                AS counters
     FROM events_occurrencebucket o WHERE o.event_instance_id = i.id
 ) AS totals
-WHERE i.id = %s
+WHERE i.id = %(instance_id)s::bigint
 """
+PREPARED_DETAIL = PreparedStatement("eventsum_detail", DETAIL_SQL)
 DETAIL_KEYS = (
     "event_instance_id",
     "event_base_id",
@@ -178,8 +180,8 @@ JSON_KEYS = {"raw_data", "raw_details", "generic_data", "processed_data", "proce
 def instance_detail(instance_id: int) -> dict:
     """One query; the JSON columns travel as the database's own text, embedded in the answer unparsed."""
     with connection.cursor() as cursor:
-        cursor.execute(DETAIL_SQL, [instance_id])
-        row = cursor.fetchone()
+        rows = PREPARED_DETAIL.run(cursor, {"instance_id": instance_id})
+    row = rows[0] if rows else None
     if row is None:
         raise Http404(f"No event instance with id {instance_id}.")
     detail = dict(zip(DETAIL_KEYS, row, strict=True))

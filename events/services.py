@@ -7,11 +7,9 @@ and buckets with one `INSERT ... ON CONFLICT` statement, so that concurrent capt
 row or lose a count and a batch is stored whole or not at all.
 """
 
-import hashlib
 import json
 import re
 import time
-import weakref
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -23,6 +21,7 @@ from psycopg2 import errors as pg_errors
 
 from events.models import DEFAULT_GROUP_ID, Environment, Service, normalize_name
 from events.observability import record_stored
+from events.prepared import PreparedStatement
 from events.timeparse import bucket_seconds, bucket_start, parse_time
 from grouping.hashing import compact_json
 from grouping.memo import BoundedMemo
@@ -609,39 +608,11 @@ def _upsert_parameters(bases: dict[tuple, _BaseRow]) -> tuple[dict, list[tuple]]
 RETRYABLE = (pg_errors.DeadlockDetected, pg_errors.SerializationFailure)
 
 
-class PreparedUpsert:
-    """UPSERT_SQL as a server-side prepared statement, one per database connection.
-
-    Planning the statement costs more than running it for a single event; prepared, PostgreSQL plans it
-    once per connection. The name carries a digest of the SQL, so a new release never runs an old plan.
-    """
-
-    def __init__(self, sql: str):
-        # Each parameter with the cast it has in the SQL: EXECUTE needs its values typed the same way.
-        casts = dict(reversed(re.findall(r"%\((\w+)\)s((?:::[\w\[\]]+)?)", sql)))
-        self.names = list(casts)
-        positional = sql
-        for position, name in enumerate(self.names, start=1):
-            positional = positional.replace(f"%({name})s", f"${position}")
-        self.statement = "eventsum_upsert_" + hashlib.sha1(sql.encode()).hexdigest()[:12]
-        self.prepare_sql = f"PREPARE {self.statement} AS {positional}"
-        self.execute_sql = f"EXECUTE {self.statement} ({', '.join('%s' + casts[name] for name in self.names)})"
-        self._prepared_on = weakref.WeakKeyDictionary()
-
-    def run(self, cursor, parameters: dict) -> list[tuple]:
-        raw_connection = connection.connection
-        if raw_connection not in self._prepared_on:
-            cursor.execute(self.prepare_sql)
-            self._prepared_on[raw_connection] = True
-        cursor.execute(self.execute_sql, [parameters[name] for name in self.names])
-        return cursor.fetchall()
+PREPARED_UPSERT = PreparedStatement("eventsum_upsert", UPSERT_SQL)
+PREPARED_UPSERT_ONE = PreparedStatement("eventsum_upsert_one", UPSERT_ONE_SQL)
 
 
-PREPARED_UPSERT = PreparedUpsert(UPSERT_SQL)
-PREPARED_UPSERT_ONE = PreparedUpsert(UPSERT_ONE_SQL)
-
-
-def _execute_upsert(statement: PreparedUpsert, parameters: dict) -> list[tuple]:
+def _execute_upsert(statement: PreparedStatement, parameters: dict) -> list[tuple]:
     # In autocommit mode the single statement is its own transaction: atomic, in one round trip (an
     # explicit BEGIN/COMMIT would add two). Inside a caller's transaction, a savepoint lets a retry follow
     # a deadlock.
