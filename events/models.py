@@ -64,7 +64,9 @@ class EventGroup(models.Model):
 class EventBase(models.Model):
     """One "issue": every occurrence whose data normalizes to the same processed data."""
 
-    service = models.ForeignKey(Service, on_delete=models.PROTECT, related_name="event_bases")
+    # db_index=False on foreign keys that lead a composite index already: every index is written on each
+    # capture that moves a row, and those single-column copies served no query the composite doesn't.
+    service = models.ForeignKey(Service, on_delete=models.PROTECT, related_name="event_bases", db_index=False)
     environment = models.ForeignKey(Environment, on_delete=models.PROTECT, related_name="event_bases")
     event_type = models.CharField(max_length=1024)
     event_name = models.CharField(max_length=1024)
@@ -72,7 +74,7 @@ class EventBase(models.Model):
     processed_data_hash = models.CharField(max_length=64)
     normalization_version = models.PositiveSmallIntegerField(default=NORMALIZATION_VERSION)
     event_group = models.ForeignKey(
-        EventGroup, on_delete=models.SET_DEFAULT, default=DEFAULT_GROUP_ID, related_name="event_bases"
+        EventGroup, on_delete=models.SET_DEFAULT, default=DEFAULT_GROUP_ID, related_name="event_bases", db_index=False
     )
     latest_message = models.TextField(blank=True, default="")
     first_seen = models.DateTimeField()
@@ -127,7 +129,7 @@ class EventBaseSearch(models.Model):
 class EventInstance(models.Model):
     """One concrete variant of a base (same processed stack; different line numbers, vars, ...)."""
 
-    event_base = models.ForeignKey(EventBase, on_delete=models.CASCADE, related_name="instances")
+    event_base = models.ForeignKey(EventBase, on_delete=models.CASCADE, related_name="instances", db_index=False)
     generic_data = models.JSONField()
     generic_data_hash = models.CharField(max_length=64)
     filters = models.JSONField(default=dict, help_text="The configurable_filters the latest occurrence named.")
@@ -161,10 +163,11 @@ class EventInstance(models.Model):
 class OccurrenceBucket(models.Model):
     """How many times an instance occurred in one time bucket (EVENTSUM_TIME_INTERVAL minutes, epoch-aligned)."""
 
-    event_instance = models.ForeignKey(EventInstance, on_delete=models.CASCADE, related_name="buckets")
+    # Foreign keys without indexes of their own: each leads one of the composite indexes below.
+    event_instance = models.ForeignKey(EventInstance, on_delete=models.CASCADE, related_name="buckets", db_index=False)
     # Denormalized from the instance so /search aggregates straight from one index.
-    event_base = models.ForeignKey(EventBase, on_delete=models.CASCADE, related_name="buckets")
-    service = models.ForeignKey(Service, on_delete=models.CASCADE, related_name="+")
+    event_base = models.ForeignKey(EventBase, on_delete=models.CASCADE, related_name="buckets", db_index=False)
+    service = models.ForeignKey(Service, on_delete=models.CASCADE, related_name="+", db_index=False)
     bucket_start = models.DateTimeField()
     count = models.BigIntegerField(default=0)
     last_seen = models.DateTimeField()
