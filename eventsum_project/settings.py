@@ -126,7 +126,7 @@ DATA_UPLOAD_MAX_NUMBER_FIELDS = 10000
 # --- Django REST framework -------------------------------------------------------------------------
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "rest_framework.authentication.TokenAuthentication",
+        "events.authentication.TokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["events.permissions.CanRead"],

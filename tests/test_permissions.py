@@ -30,9 +30,28 @@ def test_public_read_does_not_open_triage(anonymous, settings):
     assert anonymous.post("/groups", {"name": "x"}, format="json").status_code == 401
 
 
-def test_a_bad_token_is_a_401(anonymous):
-    anonymous.credentials(HTTP_AUTHORIZATION="Token 0123456789abcdef")
-    assert anonymous.get("/services").status_code == 401
+@pytest.mark.parametrize("key", ["0123456789abcdef", "bad\x00key"])
+def test_a_bad_token_is_a_401(anonymous, key):
+    anonymous.credentials(HTTP_AUTHORIZATION=f"Token {key}")
+    response = anonymous.get("/services")
+    assert response.status_code == 401
+    assert response.json() == {"detail": "Invalid token."}
+
+
+def test_the_token_of_a_deactivated_user_is_a_401_at_once(reader):
+    assert reader.get("/services").status_code == 200
+    User.objects.filter(username="reader").update(is_active=False)
+    response = reader.get("/services")
+    assert response.status_code == 401
+    assert response.json() == {"detail": "User inactive or deleted."}
+
+
+def test_a_deleted_token_is_a_401_at_once(reader):
+    from rest_framework.authtoken.models import Token
+
+    assert reader.get("/services").status_code == 200
+    Token.objects.filter(user__username="reader").delete()
+    assert reader.get("/services").status_code == 401
 
 
 TRIAGE = [
