@@ -195,7 +195,7 @@ def run_wrk(url: str, corpus: Path, method: str, duration: int, server: Server, 
     seconds = result["duration_us"] / 1e6
     result["rps"] = result["requests"] / seconds
     result["rss_mb"] = peak["rss"]
-    workers = sum(seconds - workers_before.get(pid, 0.0) for pid, seconds in workers_after.items())
+    workers = sum(used - workers_before.get(pid, 0.0) for pid, used in workers_after.items())
     wrk = (wrk_after.ru_utime + wrk_after.ru_stime) - (wrk_before.ru_utime + wrk_before.ru_stime)
     requests = max(result["requests"], 1)
     result["app_cpu_ms"] = 1000 * workers / requests
