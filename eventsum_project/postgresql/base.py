@@ -4,6 +4,8 @@ Django checks a reused connection with `SELECT 1` before each request's first qu
 request, about as costly as a small capture's own statement. An idle connection that the server has
 closed (a restart, a terminated backend, a killed server) has the server's goodbye or the end of the
 stream waiting on its socket, so a zero-timeout poll of the socket tells the same without asking.
+Anything else a server may send unprompted (a parameter change after a configuration reload) only
+costs a reconnect.
 """
 
 import select
