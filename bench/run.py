@@ -89,16 +89,18 @@ def write_corpus(bases: int) -> dict[str, Path]:
 
 
 class Server:
-    def __init__(self, env: dict, workers: int | None):
+    def __init__(self, env: dict, workers: int | None, threads: int | None):
         metrics = OUT / "metrics"
         subprocess.run(["rm", "-rf", str(metrics)], check=True)
         metrics.mkdir(parents=True)
         server_env = {**env, "EVENTSUM_BIND": f"127.0.0.1:{PORT}", "PROMETHEUS_MULTIPROC_DIR": str(metrics)}
         if workers:
             server_env["EVENTSUM_WORKERS"] = str(workers)
+        if threads:
+            server_env["EVENTSUM_THREADS"] = str(threads)
         self.log_file = open(OUT / "server.log", "w")  # noqa: SIM115 - closed in stop()
         self.process = subprocess.Popen(
-            [str(ROOT / ".venv" / "bin" / "gunicorn"), "--config", "eventsum_project/gunicorn.conf.py"],
+            [str(ROOT / ".venv" / "bin" / "python"), "-m", "eventsum_project.serve"],
             cwd=ROOT,
             env=server_env,
             stdout=self.log_file,
@@ -336,7 +338,8 @@ def storm_counts() -> int:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--duration", type=int, default=20, help="seconds per scenario (15 to 30)")
-    parser.add_argument("--workers", type=int, default=None, help="gunicorn workers (default: the server's own)")
+    parser.add_argument("--workers", type=int, default=None, help="worker processes (default: the server's own)")
+    parser.add_argument("--threads", type=int, default=None, help="threads per worker (default: the server's own)")
     parser.add_argument("--skip-search", action="store_true", help="skip seeding and the /search and /detail runs")
     options = parser.parse_args()
 
@@ -351,7 +354,7 @@ def main() -> None:
     url = f"http://127.0.0.1:{PORT}"
 
     rows = []
-    server = Server(env, options.workers)
+    server = Server(env, options.workers, options.threads)
     try:
 
         def scenario(name, path, corpus, method="post", per_request=1, header=None):

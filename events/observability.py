@@ -1,6 +1,6 @@
 """Metrics, request logs and the health check's probe.
 
-Metrics use prometheus_client. Under gunicorn every worker is a process of its own, so scripts/run sets
+Metrics use prometheus_client. Every server worker is a process of its own, so scripts/run sets
 PROMETHEUS_MULTIPROC_DIR and /metrics merges what all workers wrote there; without it (tests, manage.py
 runserver) the process's own registry is served.
 """

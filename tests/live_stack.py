@@ -1,4 +1,4 @@
-"""A throw-away PostgreSQL and a real gunicorn server on it, for tests that stop or kill the database.
+"""A throw-away PostgreSQL and the real production server on it, for tests that stop or kill the database.
 
 The suite's own database is shared by every test; these tests get a server of their own so stopping it
 harms nothing else.
@@ -16,6 +16,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 import warnings
+from email.message import Message
 from pathlib import Path
 
 import psutil
@@ -29,7 +30,8 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def request(url: str, payload=None, headers=None, timeout: float = 10) -> tuple[int, dict, dict]:
+def request(url: str, payload=None, headers=None, timeout: float = 10) -> tuple[int, Message, dict]:
+    """(status, headers (names case-insensitive, as HTTP has them), decoded body)."""
     data = None if payload is None else json.dumps(payload).encode()
     headers = {**({"Content-Type": "application/json"} if data is not None else {}), **(headers or {})}
     req = urllib.request.Request(url, data=data, method="POST" if data else "GET", headers=headers)
@@ -39,14 +41,14 @@ def request(url: str, payload=None, headers=None, timeout: float = 10) -> tuple[
             decoded = (
                 json.loads(body) if response.headers.get("Content-Type", "").startswith("application/json") else body
             )
-            return response.status, dict(response.headers), decoded
+            return response.status, response.headers, decoded
     except urllib.error.HTTPError as error:
         body = error.read()
         try:
             decoded = json.loads(body)
         except ValueError:
             decoded = {"raw": body.decode(errors="replace")}
-        return error.code, dict(error.headers), decoded
+        return error.code, error.headers, decoded
 
 
 class LiveStack:
@@ -71,7 +73,7 @@ class LiveStack:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.server = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "--config", "eventsum_project/gunicorn.conf.py"],
+            [sys.executable, "-m", "eventsum_project.serve"],
             cwd=ROOT,
             env={**self.env, "EVENTSUM_BIND": f"127.0.0.1:{self.port}", "EVENTSUM_WORKERS": str(workers)},
             stdout=subprocess.DEVNULL,

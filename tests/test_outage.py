@@ -5,6 +5,7 @@ import signal
 import threading
 import time
 
+import psutil
 import pytest
 
 from tests.conftest import make_event
@@ -73,3 +74,31 @@ def test_sigterm_lets_a_request_in_flight_finish():
             "WHERE b.event_name LIKE 'Graceful%%'"
         )[0][0]
         assert stored == 1000
+
+
+def test_a_killed_worker_is_replaced_and_the_other_keeps_answering():
+    with LiveStack(workers=2) as stack:
+        workers = psutil.Process(stack.server.pid).children()
+        assert len(workers) == 2
+        workers[0].send_signal(signal.SIGKILL)
+        workers[0].wait(timeout=10)
+        # Meanwhile the other worker answers; requests that reached the dead one's queue may be refused.
+        statuses = []
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                statuses.append(request(stack.url + "/capture", make_event(event_name="AfterKill"))[0])
+            except OSError:
+                statuses.append(None)
+            alive = [child.pid for child in psutil.Process(stack.server.pid).children()]
+            if len(alive) == 2 and workers[0].pid not in alive and statuses.count(200) >= 20:
+                break
+            time.sleep(0.05)
+        assert len(alive) == 2 and workers[0].pid not in alive  # a new worker took the dead one's place
+        assert statuses.count(200) >= 20
+        assert 500 not in statuses and 502 not in statuses
+        stored = stack.sql(
+            "SELECT sum(o.count) FROM events_occurrencebucket o JOIN events_eventbase b ON b.id = o.event_base_id "
+            "WHERE b.event_name = 'AfterKill'"
+        )[0][0]
+        assert stored == statuses.count(200)

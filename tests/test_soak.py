@@ -1,5 +1,5 @@
 """Soak: 16 clients for about 40 seconds, single events and arrays, new and repeated, while triage and
-retention run at the same time, against gunicorn on a private PostgreSQL. Afterwards every count equals
+retention run at the same time, against the production server on a private PostgreSQL. Afterwards every count equals
 what the clients were told was stored, and there was no 5xx, deadlock or lost row."""
 
 import random
