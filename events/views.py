@@ -12,7 +12,7 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiExample, OpenApiParameter, extend_schema, inline_serializer
 from prometheus_client import CONTENT_TYPE_LATEST
 from rest_framework import serializers, status, viewsets
-from rest_framework.exceptions import APIException, Throttled, ValidationError
+from rest_framework.exceptions import APIException, ParseError, Throttled, ValidationError
 from rest_framework.generics import GenericAPIView, ListAPIView
 from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
@@ -124,9 +124,15 @@ class CaptureView(APIView):
             declared = 0
         if declared > limit:
             raise too_large
-        body = request._request.read(limit + 1)
+        if "CONTENT_LENGTH" not in request.META and request.META.get("wsgi.input_terminated"):
+            # A chunked body: the server has de-chunked it and marks the end, Django would read nothing.
+            body = request.META["wsgi.input"].read(limit + 1)
+        else:
+            body = request._request.read(limit + 1)
         if len(body) > limit:
             raise too_large
+        if not body.strip():
+            raise ParseError("The body is empty: send one event object or an array of them.")
         return body
 
 

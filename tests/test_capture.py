@@ -210,7 +210,8 @@ def test_a_filter_failing_on_the_payload_is_a_400_naming_it(client, failing_filt
     ("body", "words"),
     [
         (b"{not json", "Invalid JSON"),
-        (b"", "Invalid JSON"),
+        (b"", "body is empty"),
+        (b" \r\n", "body is empty"),
         (b"42", "number"),
         (b'"text"', "string"),
         (b"null", "null"),

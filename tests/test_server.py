@@ -1,0 +1,67 @@
+"""The production server itself (eventsum_project/serve.py), on a private PostgreSQL: what the Django test
+client can't show."""
+
+import http.client
+import json
+
+import pytest
+
+from tests.conftest import make_event
+from tests.live_stack import LiveStack
+
+
+@pytest.fixture(scope="module")
+def stack():
+    with LiveStack(workers=1, extra_env={"EVENTSUM_MAX_BODY_BYTES": "20000"}) as stack:
+        yield stack
+
+
+def post_chunked(stack, pieces: list[bytes]) -> tuple[int, dict]:
+    connection = http.client.HTTPConnection("127.0.0.1", stack.port, timeout=10)
+    try:
+        connection.request(
+            "POST", "/capture", body=iter(pieces), headers={"Content-Type": "application/json"}, encode_chunked=True
+        )
+        response = connection.getresponse()
+        assert response.getheader("Content-Length") is not None  # answered, not cut off
+        return response.status, json.loads(response.read())
+    finally:
+        connection.close()
+
+
+def test_a_chunked_body_is_read_whole(stack):
+    body = json.dumps([make_event(event_name="Chunked"), make_event(event_name="Chunked")]).encode()
+    status, answer = post_chunked(stack, [body[:100], body[100:2000], body[2000:]])
+    assert status == 200, answer
+    assert len(answer["results"]) == 2
+    stored = stack.sql(
+        "SELECT sum(o.count) FROM events_occurrencebucket o JOIN events_eventbase b ON b.id = o.event_base_id "
+        "WHERE b.event_name = 'Chunked'"
+    )[0][0]
+    assert stored == 2
+
+
+def test_a_chunked_body_over_the_limit_is_a_413(stack):
+    event = json.dumps(make_event(event_name="ChunkedBig", extra_args={"blob": "x" * 30000})).encode()
+    status, answer = post_chunked(stack, [event[:10000], event[10000:]])
+    assert status == 413
+    assert "EVENTSUM_MAX_BODY_BYTES=20000" in answer["detail"]
+    assert stack.sql("SELECT count(*) FROM events_eventbase WHERE event_name = 'ChunkedBig'")[0][0] == 0
+
+
+def test_an_empty_chunked_body_is_a_400_saying_so(stack):
+    status, answer = post_chunked(stack, [])
+    assert status == 400
+    assert "body is empty" in answer["detail"]
+
+
+def test_connections_are_kept_alive_between_requests(stack):
+    connection = http.client.HTTPConnection("127.0.0.1", stack.port, timeout=10)
+    try:
+        for _ in range(3):
+            connection.request("GET", "/health")
+            response = connection.getresponse()
+            assert (response.status, json.loads(response.read())) == (200, {"status": "ok"})
+        assert connection.sock is not None  # the same socket answered all three
+    finally:
+        connection.close()
