@@ -7,28 +7,45 @@ Every setting comes from the environment (README, "Settings").
 """
 
 import multiprocessing
-import os
+import sys
 
+from django.core.exceptions import ImproperlyConfigured
 from granian import Granian
 from granian.constants import Interfaces
 
+from eventsum_project.env import env_int, env_str
+
+
+def options() -> dict:
+    """Granian's arguments from the environment; a bad value raises ImproperlyConfigured naming it."""
+    bind = env_str("EVENTSUM_BIND", "0.0.0.0:8080")
+    host, _, port = bind.rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ImproperlyConfigured(f"EVENTSUM_BIND={bind!r} is not HOST:PORT (e.g. 0.0.0.0:8080).")
+    return {
+        "address": host.strip("[]"),
+        "port": int(port),
+        "workers": env_int("EVENTSUM_WORKERS", multiprocessing.cpu_count(), minimum=1),
+        "blocking_threads": env_int("EVENTSUM_THREADS", 1, minimum=1),
+        # A request in flight when SIGTERM arrives gets this long to finish before its worker is killed.
+        "workers_kill_timeout": env_int("EVENTSUM_GRACEFUL_TIMEOUT", 30, minimum=1),
+        # Memory stays flat over weeks: a worker past this size is replaced (gracefully) by a new one.
+        "workers_max_rss": env_int("EVENTSUM_WORKER_MAX_RSS_MB", 300, minimum=100),
+    }
+
 
 def main() -> None:
-    host, _, port = os.environ.get("EVENTSUM_BIND", "0.0.0.0:8080").rpartition(":")
+    try:
+        settings = options()
+    except ImproperlyConfigured as error:
+        sys.exit(f"eventsum: {error}")
     Granian(
         "eventsum_project.wsgi:application",
-        address=host.strip("[]") or "0.0.0.0",
-        port=int(port),
         interface=Interfaces.WSGI,
-        workers=int(os.environ.get("EVENTSUM_WORKERS", multiprocessing.cpu_count())),
-        blocking_threads=int(os.environ.get("EVENTSUM_THREADS", 1)),
-        # A request in flight when SIGTERM arrives gets this long to finish before its worker is killed.
-        workers_kill_timeout=int(os.environ.get("EVENTSUM_GRACEFUL_TIMEOUT", 30)),
-        respawn_failed_workers=True,
-        # Memory stays flat over weeks: a worker past this size is replaced (gracefully) by a new one.
-        workers_max_rss=int(os.environ.get("EVENTSUM_WORKER_MAX_RSS_MB", 300)),
+        respawn_failed_workers=True,  # a worker that dies is replaced (without it granian stops altogether)
         log_access=False,  # Eventsum logs one line per request itself (events.observability)
         websockets=False,
+        **settings,
     ).serve()
 
 

@@ -210,3 +210,41 @@ class TestPrune:
 
     def test_days_can_be_overridden(self, data):
         assert "Deleted 0 buckets, 0 instances, 0 bases" in self.prune("--days", "365")
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("EVENTSUM_BIND", "8080"),
+        ("EVENTSUM_BIND", "0.0.0.0:http"),
+        ("EVENTSUM_BIND", "0.0.0.0:70000"),
+        ("EVENTSUM_WORKERS", "two"),
+        ("EVENTSUM_WORKERS", "0"),
+        ("EVENTSUM_THREADS", "0"),
+        ("EVENTSUM_GRACEFUL_TIMEOUT", "soon"),
+        ("EVENTSUM_WORKER_MAX_RSS_MB", "10"),
+    ],
+)
+def test_a_bad_server_setting_refuses_to_start_naming_the_variable(variable, value):
+    env = {**os.environ, variable: value}
+    result = subprocess.run(
+        [sys.executable, "-m", "eventsum_project.serve"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 1
+    assert result.stderr.startswith(f"eventsum: {variable}={value!r}")
+
+
+def test_blank_server_settings_take_their_defaults(monkeypatch):
+    from eventsum_project import serve
+
+    for variable in ("EVENTSUM_WORKERS", "EVENTSUM_THREADS", "EVENTSUM_GRACEFUL_TIMEOUT"):
+        monkeypatch.setenv(variable, "")  # as .env.example leaves EVENTSUM_WORKERS
+    monkeypatch.setenv("EVENTSUM_BIND", "[::1]:9000")
+    assert serve.options() == {
+        "address": "::1",
+        "port": 9000,
+        "workers": os.cpu_count(),
+        "blocking_threads": 1,
+        "workers_kill_timeout": 30,
+        "workers_max_rss": 300,
+    }
