@@ -67,31 +67,42 @@ def search_bases(params) -> list[dict]:
 
     ids = list(totals)
     # processed_data travels as the database's own JSON text, embedded in the answer unparsed.
+    # Plain rows, not model instances (building 100 of them cost ~3 ms a search).
     bases = {
-        base.id: base
-        for base in EventBase.objects.filter(id__in=ids)
-        .defer("processed_data")
-        .annotate(processed_text=Cast("processed_data", TextField()))
+        base["id"]: base
+        for base in EventBase.objects.filter(id__in=ids).values(
+            "id",
+            "event_type",
+            "event_name",
+            "event_group_id",
+            "environment_id",
+            "service_id",
+            "processed_data_hash",
+            "first_seen",
+            "last_seen",
+            "latest_message",
+            processed_text=Cast("processed_data", TextField()),
+        )
     }
     datapoints, instance_ids = _series(ids, start, end)
     return [
         {
-            "id": base_id,
-            "event_type": bases[base_id].event_type,
-            "event_name": bases[base_id].event_name,
-            "event_group_id": bases[base_id].event_group_id,
-            "event_environment_id": bases[base_id].environment_id,
-            "service_id": bases[base_id].service_id,
-            "total_count": totals[base_id],
-            "processed_data": orjson.Fragment(bases[base_id].processed_text),
-            "hash": bases[base_id].processed_data_hash,
-            "instance_ids": instance_ids[base_id],
-            "datapoints": datapoints[base_id],
-            "first_seen": format_time(bases[base_id].first_seen),
-            "last_seen": format_time(bases[base_id].last_seen),
-            "message": bases[base_id].latest_message,
+            "id": base["id"],
+            "event_type": base["event_type"],
+            "event_name": base["event_name"],
+            "event_group_id": base["event_group_id"],
+            "event_environment_id": base["environment_id"],
+            "service_id": base["service_id"],
+            "total_count": totals[base["id"]],
+            "processed_data": orjson.Fragment(base["processed_text"]),
+            "hash": base["processed_data_hash"],
+            "instance_ids": instance_ids[base["id"]],
+            "datapoints": datapoints[base["id"]],
+            "first_seen": format_time(base["first_seen"]),
+            "last_seen": format_time(base["last_seen"]),
+            "message": base["latest_message"],
         }
-        for base_id in ids
+        for base in map(bases.__getitem__, ids)  # in rank order
     ]
 
 
