@@ -65,3 +65,15 @@ def test_connections_are_kept_alive_between_requests(stack):
         assert connection.sock is not None  # the same socket answered all three
     finally:
         connection.close()
+
+
+def test_the_wsgi_module_loads_every_view_then_freezes_what_start_up_made():
+    import subprocess
+    import sys
+
+    from tests.live_stack import ROOT
+
+    probe = "import gc, sys, eventsum_project.wsgi; print(gc.get_freeze_count(), 'events.views' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    frozen, views_loaded = result.stdout.split()
+    assert int(frozen) > 10_000 and views_loaded == "True", result.stderr
