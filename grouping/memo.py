@@ -16,7 +16,15 @@ class BoundedMemo:
             return self._results[key]
         except KeyError:
             pass
+        result = compute()
+        self.put(key, result)
+        return result
+
+    def peek(self, key: Hashable) -> Any:
+        """The remembered result, or None."""
+        return self._results.get(key)
+
+    def put(self, key: Hashable, result: Any) -> None:
         if len(self._results) >= self.size:
             self._results.clear()
-        result = self._results[key] = compute()
-        return result
+        self._results[key] = result

@@ -242,3 +242,17 @@ def test_the_query_count_does_not_grow_with_the_number_of_results(reader, captur
 
 def test_an_unknown_service_name_finds_nothing(reader, three_bases):
     assert search(reader, service="no such service", **HOUR) == {"events": []}
+
+
+def test_a_base_whose_processed_data_changed_is_answered_with_the_new_data(reader, service_id):
+    # Each process remembers the processed data it answered, by base id and hash; a base saved with other
+    # processed data gets another hash, and the next search must not answer the remembered text.
+    (before,) = search(reader, service_id=service_id, **HOUR)["events"]
+    base = EventBase.objects.get()
+    base.processed_data = {"raw_data": {"frames": [{"function": "edited"}]}}
+    base.save()
+    (after,) = search(reader, service_id=service_id, **HOUR)["events"]
+    assert after["processed_data"] == {"raw_data": {"frames": [{"function": "edited"}]}} != before["processed_data"]
+    assert after["hash"] == base.processed_data_hash != before["hash"]
+    (again,) = search(reader, service_id=service_id, **HOUR)["events"]  # now from the process's memory
+    assert again["processed_data"] == after["processed_data"]
