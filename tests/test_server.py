@@ -16,11 +16,15 @@ def stack():
         yield stack
 
 
-def post_chunked(stack, pieces: list[bytes]) -> tuple[int, dict]:
+def post_chunked(stack, pieces: list[bytes], path: str = "/capture", headers=None) -> tuple[int, dict]:
     connection = http.client.HTTPConnection("127.0.0.1", stack.port, timeout=10)
     try:
         connection.request(
-            "POST", "/capture", body=iter(pieces), headers={"Content-Type": "application/json"}, encode_chunked=True
+            "POST",
+            path,
+            body=iter(pieces),
+            headers={"Content-Type": "application/json", **(headers or {})},
+            encode_chunked=True,
         )
         response = connection.getresponse()
         assert response.getheader("Content-Length") is not None  # answered, not cut off
@@ -47,6 +51,14 @@ def test_a_chunked_body_over_the_limit_is_a_413(stack):
     assert status == 413
     assert "EVENTSUM_MAX_BODY_BYTES=20000" in answer["detail"]
     assert stack.sql("SELECT count(*) FROM events_eventbase WHERE event_name = 'ChunkedBig'")[0][0] == 0
+
+
+def test_a_chunked_body_reaches_the_other_endpoints_too(stack):
+    token = stack.manage("eventsum_token", "chunked-triager", "--triager").strip()
+    body = json.dumps({"name": "chunked group"}).encode()
+    status, answer = post_chunked(stack, [body[:5], body[5:]], "/groups", {"Authorization": f"Token {token}"})
+    assert status == 201, answer
+    assert answer["name"] == "chunked group"
 
 
 def test_an_empty_chunked_body_is_a_400_saying_so(stack):
