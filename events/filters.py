@@ -35,6 +35,10 @@ class TimeFilter(django_filters.Filter):
         return qs
 
 
+class IntegerFilter(django_filters.NumberFilter):
+    field_class = forms.IntegerField  # NumberFilter's own takes decimals: a limit of 2.5 is a 400
+
+
 class SearchForm(forms.Form):
     def clean(self):
         data = super().clean()
@@ -67,7 +71,7 @@ class EventSearchFilterSet(django_filters.FilterSet):
     )
     start_time = TimeFilter(help_text="Window start (inclusive); default end_time minus one hour.")
     end_time = TimeFilter(help_text="Window end (exclusive); default now.")
-    limit = django_filters.NumberFilter(
+    limit = IntegerFilter(
         method="no_filter", min_value=1, max_value=MAX_LIMIT, help_text=f"At most {MAX_LIMIT}; default {DEFAULT_LIMIT}."
     )
     sort = django_filters.ChoiceFilter(

@@ -6,7 +6,7 @@ from datetime import datetime, timedelta
 
 import orjson
 from django.db import connection
-from django.db.models import BooleanField, Max, Q, Sum
+from django.db.models import BooleanField, Q, Sum
 from django.db.models.expressions import RawSQL
 from django.http import Http404
 from rest_framework.exceptions import ValidationError
@@ -42,30 +42,7 @@ def search_bases(params) -> list[dict]:
     buckets = OccurrenceBucket.objects.filter(service_id=service_id, bucket_start__gte=start, bucket_start__lt=end)
     if any(options.get(name) not in (None, "") for name in BASE_FILTERS):
         buckets = buckets.filter(event_base__in=filterset.qs.values("id"))
-    if options.get("keywords"):
-        # Only bases that occurred in the window can be answered: their texts are tested one by one,
-        # which costs far less than the service's every base, and never more than the window's activity.
-        active = list(buckets.values_list("event_base_id", flat=True).distinct())
-        # One array parameter, not an IN list the ORM would prepare value by value (~1,000 of them).
-        matching = EventBaseSearch.objects.filter(
-            RawSQL("event_base_id = ANY(%s::bigint[])", (active,), output_field=BooleanField())
-        )
-        matching = matching.filter(keyword_condition(options["keywords"], indexed=False))
-        buckets = buckets.filter(event_base_id__in=matching.values("event_base_id"))
-    ranked = buckets.values("event_base_id").annotate(total=Sum("count"))
-    sort = options["sort"]
-    if sort == "recent":
-        ranked = ranked.annotate(last_seen=Max("event_base__last_seen")).order_by("-last_seen", "-event_base_id")
-    elif sort == "increased":
-        middle = start + (end - start) / 2
-        later = Sum("count", filter=Q(bucket_start__gte=middle), default=0)
-        earlier = Sum("count", filter=Q(bucket_start__lt=middle), default=0)
-        ranked = (
-            ranked.annotate(increase=later - earlier).filter(increase__gt=0).order_by("-increase", "-event_base_id")
-        )
-    else:
-        ranked = ranked.order_by("-total", "-event_base_id")
-    totals = {row["event_base_id"]: row["total"] for row in ranked[: options["limit"]]}
+    totals = _ranked(buckets, options, start, end)
     if not totals:
         return []
 
@@ -91,6 +68,46 @@ def search_bases(params) -> list[dict]:
         }
         for base in map(bases.__getitem__, ids)  # in rank order
     ]
+
+
+def _ranked(buckets, options, start: datetime, end: datetime) -> dict[int, int]:
+    """{base id: total in the window}, in the answer's order, at most `limit` of them."""
+    ranked = buckets.values("event_base_id").annotate(total=Sum("count"))
+    sort, limit, keywords = options["sort"], options["limit"], options.get("keywords")
+    if sort == "increased":
+        middle = start + (end - start) / 2
+        later = Sum("count", filter=Q(bucket_start__gte=middle), default=0)
+        earlier = Sum("count", filter=Q(bucket_start__lt=middle), default=0)
+        ranked = (
+            ranked.annotate(increase=later - earlier).filter(increase__gt=0).order_by("-increase", "-event_base_id")
+        )
+    else:
+        ranked = ranked.order_by("-total", "-event_base_id")
+    if not keywords and sort != "recent":
+        return {row["event_base_id"]: row["total"] for row in ranked[:limit]}
+
+    # Keywords and `recent` are decided by the bases themselves: rank every base active in the window from
+    # its buckets alone, then read only those bases. (Joining them into the buckets' aggregate made
+    # PostgreSQL read the whole base table or test texts bucket by bucket: 15-27 ms against 2-3.)
+    totals = {row["event_base_id"]: row["total"] for row in ranked}
+    if sort == "recent":
+        chosen = EventBase.objects.filter(_in_array(f'"{EventBase._meta.db_table}"."id"', list(totals)))
+        if keywords:
+            chosen = chosen.filter(keyword_condition(keywords, indexed=False, prefix="search__"))
+        ids = list(chosen.order_by("-last_seen", "-id").values_list("id", flat=True)[:limit])
+    else:
+        matching = set(
+            EventBaseSearch.objects.filter(_in_array("event_base_id", list(totals)))
+            .filter(keyword_condition(keywords, indexed=False))
+            .values_list("event_base_id", flat=True)
+        )
+        ids = [base_id for base_id in totals if base_id in matching][:limit]
+    return {base_id: totals[base_id] for base_id in ids}
+
+
+def _in_array(column: str, ids: list[int]) -> RawSQL:
+    # One array parameter, not an IN list the ORM would prepare value by value (~1,000 of them: ~4 ms).
+    return RawSQL(f"{column} = ANY(%s::bigint[])", (ids,), output_field=BooleanField())
 
 
 BASES_SQL = """

@@ -195,6 +195,53 @@ class TestKeywords:
         assert names(search(reader, service="kw", keywords="order_id", **HOUR)) == ["KeyError"]
 
 
+class TestKeywordsWithSortsAndLimit:
+    """Keywords and `sort=recent` are decided on the bases after the window's ranking: the limit counts only
+    matching bases, and `recent` is the base's own last_seen, over all time."""
+
+    @pytest.fixture
+    def bases(self, capture):
+        plan = {  # name: minutes of 12:xx in the window
+            "PaymentError": ["05"] * 6 + ["20"],  # the most, not a checkout
+            "CheckoutError": ["02"] * 5 + ["45"],  # checkout: 5 early, 1 late
+            "CheckoutTimeout": ["10", "40", "41", "42"],  # checkout: 1 early, 3 late
+            "CheckoutLag": ["35", "50"],  # checkout: 0 early, 2 late, seen last in the window
+        }
+        for name, minutes in plan.items():
+            capture([make_event(service="mix", event_name=name, timestamp=f"2024-05-01 12:{m}:00") for m in minutes])
+        # seen again after the window: the latest last_seen of all, though early inside the window
+        capture(make_event(service="mix", event_name="CheckoutError", timestamp="2024-05-01 18:00:00"))
+
+    def test_the_limit_counts_only_matching_bases(self, reader, bases):
+        assert names(search(reader, service="mix", keywords="checkout", limit=2, **HOUR)) == [
+            "CheckoutError",
+            "CheckoutTimeout",
+        ]
+
+    def test_recent_orders_matching_bases_by_their_own_last_seen(self, reader, bases):
+        answer = search(reader, service="mix", keywords="checkout", sort="recent", limit=2, **HOUR)
+        assert names(answer) == ["CheckoutError", "CheckoutLag"]
+        assert answer["events"][0]["last_seen"] == "2024-05-01 18:00:00"
+        assert answer["events"][0]["total_count"] == 6  # counted inside the window only
+
+    def test_recent_without_keywords(self, reader, bases):
+        assert names(search(reader, service="mix", sort="recent", **HOUR)) == [
+            "CheckoutError",
+            "CheckoutLag",
+            "CheckoutTimeout",
+            "PaymentError",
+        ]
+
+    def test_increased_keeps_only_growing_matching_bases(self, reader, bases):
+        # halves [12:00, 12:30) and [12:30, 13:00): Timeout +2, Lag +2 (the larger id first), Error -4
+        answer = search(reader, service="mix", keywords="checkout", sort="increased", **HOUR)
+        assert names(answer) == ["CheckoutLag", "CheckoutTimeout"]
+        assert [event["total_count"] for event in answer["events"]] == [2, 4]
+
+    def test_keywords_that_match_nothing_in_the_window(self, reader, bases):
+        assert search(reader, service="mix", keywords="checkout refund", sort="recent", **HOUR) == {"events": []}
+
+
 @pytest.mark.parametrize(
     ("params", "field"),
     [
@@ -207,6 +254,7 @@ class TestKeywords:
         ({"service_id": 1, "limit": 1001}, "limit"),
         ({"service_id": 1, "limit": 0}, "limit"),
         ({"service_id": 1, "limit": "ten"}, "limit"),
+        ({"service_id": 1, "limit": "2.5"}, "limit"),
         ({"service_id": 1, "sort": "oldest"}, "sort"),
         ({"service_id": 1, "group_id": "x"}, "group_id"),
         ({"service_id": 1, "env_id": "-"}, "env_id"),
