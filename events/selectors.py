@@ -1,8 +1,7 @@
 """Reads: /search and /detail. A constant number of queries whatever the number of results."""
 
 import math
-from collections import defaultdict
-from datetime import datetime, timedelta
+from datetime import datetime
 
 import orjson
 from django.db import connection
@@ -66,7 +65,8 @@ def search_bases(params) -> list[dict]:
             "last_seen": format_time(base["last_seen"]),
             "message": base["latest_message"],
         }
-        for base in map(bases.__getitem__, ids)  # in rank order
+        for base in map(bases.get, ids)  # in rank order
+        if base is not None  # unless deleted since the ranking
     ]
 
 
@@ -167,39 +167,53 @@ def datapoint_step(start: datetime, end: datetime) -> tuple[datetime, int, int]:
     return first, step, points
 
 
+SERIES_SQL = """
+WITH window_buckets AS MATERIALIZED (
+    SELECT event_base_id, event_instance_id, count,
+           floor((extract(epoch FROM bucket_start) - %(first)s) / %(step)s)::int AS slot
+    FROM events_occurrencebucket
+    WHERE event_base_id = ANY(%(ids)s::bigint[]) AND bucket_start >= %(start)s AND bucket_start < %(end)s
+)
+SELECT per_base.event_base_id, per_base.slots, per_base.counts, instances.ids
+FROM (
+    SELECT event_base_id, array_agg(slot ORDER BY slot) AS slots, array_agg(total ORDER BY slot) AS counts
+    FROM (SELECT event_base_id, slot, sum(count)::bigint AS total FROM window_buckets GROUP BY 1, 2) AS per_slot
+    GROUP BY 1
+) AS per_base
+JOIN (
+    SELECT event_base_id, array_to_json(array_agg(DISTINCT event_instance_id))::text AS ids
+    FROM window_buckets GROUP BY 1
+) AS instances USING (event_base_id)
+"""
+
+
 def _series(base_ids: list[int], start: datetime, end: datetime) -> tuple[dict, dict]:
-    """Each base's datapoints and the ids of its instances seen in the window, from one pass over its
-    buckets: ({base id: JSON datapoints}, {base id: [instance ids, ascending]})."""
+    """Each base's datapoints and the ids of its instances seen in the window, as JSON text:
+    ({base id: datapoints}, {base id: instance ids, ascending}). One row per base: its non-empty slots
+    and their counts as two arrays, and its instance ids already written as JSON by PostgreSQL."""
     first, step, points = datapoint_step(start, end)
-    first_epoch = (first - EPOCH).total_seconds()
-    series = {base_id: defaultdict(int) for base_id in base_ids}  # {base id: {slot: count}}, non-zero only
-    instances = {base_id: set() for base_id in base_ids}
     with connection.cursor() as cursor:
         cursor.execute(
-            """
-            SELECT event_base_id, floor((extract(epoch FROM bucket_start) - %s) / %s)::int AS slot, sum(count),
-                   array_agg(DISTINCT event_instance_id)
-            FROM events_occurrencebucket
-            WHERE event_base_id = ANY(%s) AND bucket_start >= %s AND bucket_start < %s
-            GROUP BY 1, 2
-            """,
-            [first_epoch, step, base_ids, start, end],
+            SERIES_SQL,
+            {"first": (first - EPOCH).total_seconds(), "step": step, "ids": base_ids, "start": start, "end": end},
         )
-        for base_id, slot, count, instance_ids in cursor.fetchall():
-            series[base_id][slot] += int(count)
-            instances[base_id].update(instance_ids)
+        rows = cursor.fetchall()
     # Up to 200 points for each of up to 1,000 bases, most of them zero: written as JSON text from
     # pieces made once per request, rather than as hundreds of thousands of small dicts (memory, and the
     # time to build and render them).
-    starts = [to_unix_ms(first + timedelta(seconds=step * index)) for index in range(points)]
+    first_ms, step_ms = to_unix_ms(first), step * 1000
+    starts = range(first_ms, first_ms + points * step_ms, step_ms)
     zeros = [f'{{"count":0,"start":{at}}}' for at in starts]
-    datapoints = {}
-    for base_id, counts in series.items():
+    # A base whose buckets were pruned since the ranking still gets a (zero) series.
+    datapoints = dict.fromkeys(base_ids, orjson.Fragment("[" + ",".join(zeros) + "]"))
+    instance_ids = dict.fromkeys(base_ids, orjson.Fragment("[]"))
+    for base_id, slots, counts, ids in rows:
         pieces = zeros.copy()
-        for slot, count in counts.items():
+        for slot, count in zip(slots, counts, strict=True):
             pieces[slot] = f'{{"count":{count},"start":{starts[slot]}}}'
         datapoints[base_id] = orjson.Fragment("[" + ",".join(pieces) + "]")
-    return datapoints, {base_id: sorted(ids) for base_id, ids in instances.items()}
+        instance_ids[base_id] = orjson.Fragment(ids)
+    return datapoints, instance_ids
 
 
 DETAIL_SQL = """
