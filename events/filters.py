@@ -85,6 +85,15 @@ class EventSearchFilterSet(django_filters.FilterSet):
         fields = []
         form = SearchForm
 
+    def get_form_class(self):
+        # django-filter makes a new form class for every request (each filter's form field built anew and a
+        # class made through the forms' metaclass): most of the time /search spends on its parameters.
+        # Nothing in these fields depends on the request, so one class serves every request.
+        cls = type(self)
+        if "_form_class" not in cls.__dict__:
+            cls._form_class = super().get_form_class()
+        return cls._form_class
+
     def filter_service_name(self, queryset, name, value):
         return queryset.filter(service__normalized_name=normalize_name(value))
 
