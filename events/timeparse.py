@@ -2,6 +2,7 @@
 
 import math
 from datetime import UTC, datetime, timedelta
+from functools import lru_cache
 
 from django.conf import settings
 
@@ -49,7 +50,12 @@ def _from_epoch(seconds: float) -> datetime:
 def format_time(value: datetime | None) -> str | None:
     if value is None:
         return None
-    return value.astimezone(UTC).strftime(settings.EVENTSUM_TIME_FORMAT)
+    return _formatted(value, settings.EVENTSUM_TIME_FORMAT)
+
+
+@lru_cache(maxsize=4096)  # a /search writes 200 times, mostly the same ones request after request
+def _formatted(value: datetime, time_format: str) -> str:
+    return value.astimezone(UTC).strftime(time_format)
 
 
 def bucket_seconds() -> int:
