@@ -15,3 +15,6 @@ class EventsConfig(AppConfig):
 
     def ready(self) -> None:
         post_migrate.connect(ensure_default_group, sender=self)
+        from events.authentication import connect_signals
+
+        connect_signals()

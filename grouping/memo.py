@@ -28,3 +28,6 @@ class BoundedMemo:
         if len(self._results) >= self.size:
             self._results.clear()
         self._results[key] = result
+
+    def clear(self) -> None:
+        self._results.clear()

@@ -4,12 +4,14 @@ Django checks a reused connection with `SELECT 1` before each request's first qu
 request, about as costly as a small capture's own statement. An idle connection that the server has
 closed (a restart, a terminated backend, a killed server) has the server's goodbye or the end of the
 stream waiting on its socket, so a zero-timeout poll of the socket tells the same without asking.
-Anything else a server may send unprompted (a parameter change after a configuration reload) only
-costs a reconnect.
+Notifications (a connection that authenticates tokens listens for some) are read and the connection
+kept; anything else a server may send unprompted (a parameter change after a configuration reload)
+only costs a reconnect.
 """
 
 import select
 
+import psycopg2
 from django.db.backends.postgresql import base
 
 
@@ -17,13 +19,29 @@ class DatabaseWrapper(base.DatabaseWrapper):
     def close_if_health_check_failed(self):
         if self.connection is None or not self.health_check_enabled or self.health_check_done:
             return
-        if self.connection.closed or _has_unread_input(self.connection.fileno()):
+        if self.connection.closed or (_has_unread_input(self.connection.fileno()) and not _read_ok(self.connection)):
             self.close()
         self.health_check_done = True
 
 
 def _has_unread_input(fd: int) -> bool:
-    # Between requests nothing is owed to us: anything readable means the server has hung up.
     poller = select.poll()
     poller.register(fd, select.POLLIN | select.POLLERR | select.POLLHUP)
     return bool(poller.poll(0))
+
+
+def _read_ok(raw_connection) -> bool:
+    """Reads what is waiting (notifications are kept in `raw_connection.notifies`); False if it was the
+    server hanging up."""
+    notified = len(raw_connection.notifies)
+    try:
+        raw_connection.poll()
+    except psycopg2.Error:
+        return False
+    # Only notifications are sure to be harmless: the server's goodbye can arrive just before the end of
+    # the stream, and anything else keeps the old rule (a reconnect). Nothing may be left unread.
+    return (
+        not raw_connection.closed
+        and len(raw_connection.notifies) > notified
+        and not _has_unread_input(raw_connection.fileno())
+    )
