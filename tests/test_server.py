@@ -3,11 +3,12 @@ client can't show."""
 
 import http.client
 import json
+import time
 
 import pytest
 
 from tests.conftest import make_event
-from tests.live_stack import LiveStack
+from tests.live_stack import LiveStack, request
 
 
 @pytest.fixture(scope="module")
@@ -89,3 +90,14 @@ def test_the_wsgi_module_loads_every_view_then_freezes_what_start_up_made():
     result = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=60)
     frozen, views_loaded = result.stdout.split()
     assert int(frozen) > 10_000 and views_loaded == "True", result.stderr
+
+
+def test_a_token_revoked_elsewhere_is_refused_by_the_worker_that_remembered_it(stack):
+    token = stack.manage("eventsum_token", "revoked-reader").strip()
+    url, headers = f"http://127.0.0.1:{stack.port}/services", {"Authorization": f"Token {token}"}
+    assert request(url, headers=headers)[0] == 200
+    assert request(url, headers=headers)[0] == 200  # the one worker now remembers the token
+    assert stack.sql("DELETE FROM authtoken_token WHERE key = %s RETURNING key", [token]) == [(token,)]
+    time.sleep(0.2)  # the notification is on its way to the worker's connection
+    status, _, answer = request(url, headers=headers)
+    assert status == 401, answer
