@@ -34,6 +34,7 @@ CHANNEL = "eventsum_auth"
 TRUSTED_SECONDS = 60
 _rows = BoundedMemo(256)  # {token key: (the token's and its user's row, when it was read)}
 _listening = weakref.WeakSet()  # the raw connections that LISTEN on CHANNEL
+_forgotten = 0  # how many times the memory was emptied (a row read before that is not remembered)
 
 
 @cache  # once per process: DRF makes a new authenticator for every request
@@ -81,8 +82,10 @@ def _token_row(statement: PreparedStatement, key: str) -> tuple | None:
     remembered = _rows.peek(key)
     if remembered is not None and monotonic() - remembered[1] < TRUSTED_SECONDS:
         return remembered[0]
+    forgotten = _forgotten
     row = _read_token_row(statement, key)
-    if row is not None:
+    # Another thread may have heard of a change while this one read: then the row may be the old one.
+    if row is not None and forgotten == _forgotten:
         _rows.put(key, (row, monotonic()))
     return row
 
@@ -94,6 +97,8 @@ def _read_token_row(statement: PreparedStatement, key: str) -> tuple | None:
 
 
 def forget_tokens(**kwargs) -> None:
+    global _forgotten
+    _forgotten += 1
     _rows.clear()
 
 

@@ -43,6 +43,25 @@ def test_a_token_is_looked_up_once_and_then_remembered():
     assert token_lookups(second.captured_queries) == 0
 
 
+def test_a_row_read_while_another_thread_emptied_the_memory_is_not_remembered(monkeypatch):
+    from events import authentication
+
+    client, _ = _user_client("reader")
+    read = authentication._read_token_row
+
+    def read_meanwhile_forgotten(statement, key):
+        row = read(statement, key)
+        authentication.forget_tokens()  # as another thread hearing of a change while this one read
+        return row
+
+    monkeypatch.setattr(authentication, "_read_token_row", read_meanwhile_forgotten)
+    assert client.get("/services").status_code == 200
+    monkeypatch.setattr(authentication, "_read_token_row", read)
+    with CaptureQueriesContext(connection) as second:
+        assert client.get("/services").status_code == 200
+    assert token_lookups(second.captured_queries) == 1  # read again: the first read may have been stale
+
+
 def test_a_token_deleted_by_another_process_is_refused_on_the_next_request():
     client, user = _user_client("reader")
     assert client.get("/services").status_code == 200
