@@ -36,7 +36,7 @@ class TimeFilter(django_filters.Filter):
 
 
 class IntegerFilter(django_filters.NumberFilter):
-    field_class = forms.IntegerField  # NumberFilter's own takes decimals: a limit of 2.5 is a 400
+    field_class = forms.IntegerField  # NumberFilter's own takes decimals: an id or a limit of 2.5 is a 400
 
 
 class SearchForm(forms.Form):
@@ -55,13 +55,13 @@ class SearchForm(forms.Form):
 
 
 class EventSearchFilterSet(django_filters.FilterSet):
-    service_id = django_filters.NumberFilter(
+    service_id = IntegerFilter(
         field_name="service_id", min_value=1, help_text="Service id (required unless `service` is given)."
     )
     service = django_filters.CharFilter(method="filter_service_name", help_text="Service by name, any spelling.")
-    env_id = django_filters.NumberFilter(field_name="environment_id", min_value=1, help_text="Environment id.")
+    env_id = IntegerFilter(field_name="environment_id", min_value=1, help_text="Environment id.")
     environment = django_filters.CharFilter(method="filter_environment_name", help_text="Environment by name.")
-    group_id = django_filters.NumberFilter(field_name="event_group_id", min_value=0, help_text="Group id.")
+    group_id = IntegerFilter(field_name="event_group_id", min_value=0, help_text="Group id.")
     hash = django_filters.CharFilter(field_name="processed_data_hash", max_length=64, help_text="processed_data_hash.")
     keywords = django_filters.CharFilter(
         method="no_filter",  # validated here; search_bases applies it to the bases active in the window
