@@ -91,13 +91,13 @@ def _ranked(buckets, options, start: datetime, end: datetime) -> dict[int, int]:
     # PostgreSQL read the whole base table or test texts bucket by bucket: 15-27 ms against 2-3.)
     totals = dict(ranked.values_list("event_base_id", "total"))
     if sort == "recent":
-        chosen = EventBase.objects.filter(_in_array(f'"{EventBase._meta.db_table}"."id"', list(totals)))
+        chosen = EventBase.objects.filter(_in_array(f'"{EventBase._meta.db_table}"."id"', totals))
         if keywords:
             chosen = chosen.filter(keyword_condition(keywords, indexed=False, prefix="search__"))
         ids = list(chosen.order_by("-last_seen", "-id").values_list("id", flat=True)[:limit])
     else:
         matching = set(
-            EventBaseSearch.objects.filter(_in_array("event_base_id", list(totals)))
+            EventBaseSearch.objects.filter(_in_array("event_base_id", totals))
             .filter(keyword_condition(keywords, indexed=False))
             .values_list("event_base_id", flat=True)
         )
@@ -105,9 +105,16 @@ def _ranked(buckets, options, start: datetime, end: datetime) -> dict[int, int]:
     return {base_id: totals[base_id] for base_id in ids}
 
 
-def _in_array(column: str, ids: list[int]) -> RawSQL:
+def _in_array(column: str, ids) -> RawSQL:
     # One array parameter, not an IN list the ORM would prepare value by value (~1,000 of them: ~4 ms).
-    return RawSQL(f"{column} = ANY(%s::bigint[])", (ids,), output_field=BooleanField())
+    return RawSQL(f"{column} = ANY(%s::bigint[])", (bigint_array(ids),), output_field=BooleanField())
+
+
+def bigint_array(ids) -> str:
+    """Integers as PostgreSQL's text form of an array, for a `%s::bigint[]` parameter: one constant to
+    read. psycopg2 writes a list as ARRAY[1, 2, ...], an expression per element, and PostgreSQL took
+    ~3.5 ms more to parse and plan a query with 1,000 of them (6.1-7.7 against 3.1-3.3 ms)."""
+    return "{" + ",".join(map(str, ids)) + "}"
 
 
 BASES_SQL = """
@@ -142,7 +149,11 @@ def _bases(ids: list[int]) -> dict[int, dict]:
     with connection.cursor() as cursor:
         cursor.execute(
             BASES_SQL,
-            {"ids": ids, "known_ids": list(known), "known_hashes": [entry[0] for entry in known.values()]},
+            {
+                "ids": bigint_array(ids),
+                "known_ids": bigint_array(known),
+                "known_hashes": [entry[0] for entry in known.values()],
+            },
         )
         rows = cursor.fetchall()
     bases = {}
@@ -195,7 +206,13 @@ def _series(base_ids: list[int], start: datetime, end: datetime) -> tuple[dict, 
     with connection.cursor() as cursor:
         cursor.execute(
             SERIES_SQL,
-            {"first": (first - EPOCH).total_seconds(), "step": step, "ids": base_ids, "start": start, "end": end},
+            {
+                "first": (first - EPOCH).total_seconds(),
+                "step": step,
+                "ids": bigint_array(base_ids),
+                "start": start,
+                "end": end,
+            },
         )
         rows = cursor.fetchall()
     # Up to 200 points for each of up to 1,000 bases, most of them zero: written as JSON text from
