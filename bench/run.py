@@ -302,6 +302,7 @@ def seed_search_data(bases: int = 10_000, instances_per_base: int = 10, buckets_
                  LATERAL (SELECT date_trunc('minute', now())
                                  - make_interval(mins => ((i.id * 7 + k * 1009) %% 10080)::int) AS start) t
             WHERE b.service_id = ANY(%s)
+            ORDER BY t.start  -- as a live table is laid out: buckets arrive as time passes
             """,
             [buckets_per_instance, service_ids],
         )
