@@ -179,10 +179,12 @@ class OccurrenceBucket(models.Model):
         ]
         # `count`, `last_seen` and `counters` are in no index, so an occurrence updates its bucket in place
         # (a HOT update, with room left by the table's fillfactor) without touching the indexes.
+        # No index on bucket_start alone: buckets arrive in time order, and in a table laid out that way the
+        # planner took /search's window to such an index and filtered every other service's rows out (28 ms
+        # against 12 for 1,000 bases). Pruning walks (service, bucket_start) instead.
         indexes = [
             models.Index(fields=["service", "bucket_start"], include=["event_base"], name="bucket_service_time"),
             models.Index(fields=["event_base", "bucket_start"], name="bucket_base_time"),
-            models.Index(fields=["bucket_start"], name="bucket_time"),
         ]
 
     def __str__(self) -> str:

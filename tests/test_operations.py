@@ -208,6 +208,19 @@ class TestPrune:
         (bucket,) = OccurrenceBucket.objects.all()
         assert bucket.event_instance_id == data["M-new"]["event_instance_id"]
 
+    def test_old_buckets_of_every_service_go_and_recent_ones_stay(self, capture):
+        now = datetime.now(UTC)
+        for service in ("alpha", "beta", "gamma"):
+            for days in (100, 99, 1):
+                stamp = (now - timedelta(days=days)).strftime("%Y-%m-%d %H:%M:%S")
+                capture(make_event(service=service, timestamp=stamp))
+
+        assert "Deleted 6 buckets" in self.prune("--batch-size", "2")
+
+        remaining = OccurrenceBucket.objects.values_list("service__normalized_name", "bucket_start")
+        assert sorted(name for name, _ in remaining) == ["alpha", "beta", "gamma"]
+        assert all(start > now - timedelta(days=2) for _, start in remaining)
+
     def test_days_can_be_overridden(self, data):
         assert "Deleted 0 buckets, 0 instances, 0 bases" in self.prune("--days", "365")
 

@@ -76,6 +76,25 @@ def test_bases_without_occurrences_in_the_window_are_left_out(reader, service_id
     assert len(event["instance_ids"]) == 1
 
 
+def test_only_the_services_own_occurrences_from_start_inclusive_to_end_exclusive(reader, capture):
+    # Services on either side of the searched one's id, all with occurrences at the window's edges.
+    for service in ("before", "searched", "after"):
+        for timestamp in ("11:59:59", "12:00:00", "12:30:00", "12:59:59", "13:00:00"):
+            capture(make_event(service=service, timestamp=f"2024-05-01 {timestamp}"))
+    searched = Service.objects.get(normalized_name="searched")
+    assert sorted(Service.objects.values_list("id", flat=True)) == [searched.id - 1, searched.id, searched.id + 1]
+
+    (event,) = search(reader, service_id=searched.id, **HOUR)["events"]
+
+    assert event["service_id"] == searched.id
+    assert event["total_count"] == 3  # 12:00:00, 12:30:00 and 12:59:59: not 11:59:59, not 13:00:00
+    assert sum(point["count"] for point in event["datapoints"]) == 3
+    # The other orders rank from the same window (increased: 1 in the first half, 2 in the second).
+    for sort in ("recent", "increased"):
+        (ranked,) = search(reader, service_id=searched.id, sort=sort, **HOUR)["events"]
+        assert (ranked["service_id"], ranked["total_count"]) == (searched.id, 3)
+
+
 def test_the_window_defaults_to_the_last_hour(reader, capture):
     now = datetime.now(UTC)
     capture(make_event(timestamp=(now - timedelta(minutes=5)).strftime("%Y-%m-%d %H:%M:%S")))
