@@ -309,8 +309,8 @@ def seed_search_data(bases: int = 10_000, instances_per_base: int = 10, buckets_
         # As in a database that has been running a while: statistics, hint bits and the visibility map set,
         # so autovacuum doesn't take the seeded million rows on during the measurement.
         cursor.execute("VACUUM ANALYZE")
-        # And with the seeding's ~1 GB of WAL and pages on disk: the kernel writing them back during the
-        # /search scenario doubled the CPU it seemed to cost (the machine's busy time is what it counts).
+        # And with the seeding's ~1 GB of WAL and pages on disk, so that writing them back does not happen
+        # during the /search scenario (the machine's busy time is what it counts).
         try:
             cursor.execute("CHECKPOINT")
         except DatabaseError as error:  # DATABASE_URL's role may not be allowed to
