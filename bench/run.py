@@ -21,6 +21,7 @@ import threading
 import time
 import urllib.parse
 import urllib.request
+from collections import Counter
 from pathlib import Path
 
 import psutil
@@ -106,15 +107,19 @@ class Server:
             stdout=self.log_file,
             stderr=subprocess.STDOUT,
         )
+        # Each worker listens on a socket of its own (SO_REUSEPORT) once it has loaded the application,
+        # and the kernel gives new connections only to the sockets already listening: a scenario started
+        # when the first worker answers put all 16 connections on it (/health at 1,310/s instead of
+        # ~2,800). So wait for every worker.
+        expected = workers or int(server_env.get("EVENTSUM_WORKERS") or os.cpu_count())
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{PORT}/health", timeout=2) as response:
-                    if response.status == 200:
-                        return
-            except OSError:
-                time.sleep(0.3)
-        raise RuntimeError("the server did not start; see bench/out/server.log")
+            if self.process.poll() is not None:
+                break
+            if sum(map(bool, self.worker_connections(psutil.CONN_LISTEN))) >= expected:
+                return
+            time.sleep(0.3)
+        raise RuntimeError(f"the server did not start {expected} workers; see bench/out/server.log")
 
     def worker_rss_mb(self) -> list[float]:
         try:
@@ -128,6 +133,24 @@ class Server:
             except psutil.NoSuchProcess:
                 pass
         return sizes
+
+    def worker_connections(self, status: str = psutil.CONN_ESTABLISHED) -> list[int]:
+        """How many connections in `status` each worker holds, most first. Each worker listens on its
+        own socket and the kernel spreads new connections over them by a hash, so wrk's 16 keep-alive
+        connections can land 8/8 or 12/4; the workers share the cores alike, so the clients of the
+        busier one wait longer (RESULTS.md: the split moves the p99)."""
+        try:
+            children = psutil.Process(self.process.pid).children()
+        except psutil.NoSuchProcess:
+            return []
+        counts = []
+        for child in children:
+            try:
+                connections = child.net_connections(kind="tcp")
+            except psutil.NoSuchProcess:
+                continue
+            counts.append(sum(c.status == status and c.laddr.port == PORT for c in connections))
+        return sorted(counts, reverse=True)
 
     def worker_cpu_seconds(self) -> dict[int, float]:
         """CPU time used so far by each of the server's processes."""
@@ -169,11 +192,15 @@ def machine_busy_seconds() -> float:
 
 def run_wrk(url: str, corpus: Path, method: str, duration: int, server: Server, header: str | None = None) -> dict:
     peak = {"rss": 0.0}
+    splits = Counter()  # connections per worker, sampled every half second
     stop = threading.Event()
 
     def sample():
         while not stop.is_set():
             peak["rss"] = max([peak["rss"], *server.worker_rss_mb()])
+            split = server.worker_connections()
+            if sum(split):
+                splits["/".join(map(str, split))] += 1
             stop.wait(0.5)
 
     sampler = threading.Thread(target=sample, daemon=True)
@@ -209,6 +236,7 @@ def run_wrk(url: str, corpus: Path, method: str, duration: int, server: Server, 
     seconds = result["duration_us"] / 1e6
     result["rps"] = result["requests"] / seconds
     result["rss_mb"] = peak["rss"]
+    result["connections"] = splits.most_common(1)[0][0] if splits else ""
     workers = sum(used - workers_before.get(pid, 0.0) for pid, used in workers_after.items())
     wrk = (wrk_after.ru_utime + wrk_after.ru_stime) - (wrk_before.ru_utime + wrk_before.ru_stime)
     requests = max(result["requests"], 1)
@@ -417,8 +445,8 @@ def main() -> None:
         f"{CONNECTIONS} connections, {options.duration}s per scenario, wrk on the same machine",
         "",
         "| scenario | events or requests/s | p50 ms | p95 ms | p99 ms | errors | max worker RSS MB | vs /health "
-        "| CPU ms per request: workers / PostgreSQL and the rest | note |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
+        "| CPU ms per request: workers / PostgreSQL and the rest | connections per worker | note |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
     ]
     for row in rows:
         throughput = row["rps"] * row["per_request"]
@@ -426,7 +454,8 @@ def main() -> None:
         lines.append(
             f"| {row['name']} | {throughput:,.0f} | {row['p50_us'] / 1000:.1f} | {row['p95_us'] / 1000:.1f} | "
             f"{row['p99_us'] / 1000:.1f} | {row['status_errors'] + row['socket_errors']} | {row['rss_mb']:.0f} | "
-            f"{ratio} | {row['app_cpu_ms']:.2f} / {row['pg_cpu_ms']:.2f} | {row.get('note', '')} |"
+            f"{ratio} | {row['app_cpu_ms']:.2f} / {row['pg_cpu_ms']:.2f} | {row['connections']} | "
+            f"{row.get('note', '')} |"
         )
     table = "\n".join(lines)
     (OUT / "results.md").write_text(table + "\n")
