@@ -121,51 +121,38 @@ class Server:
             time.sleep(0.3)
         raise RuntimeError(f"the server did not start {expected} workers; see bench/out/server.log")
 
-    def worker_rss_mb(self) -> list[float]:
+    def _each_worker(self, read, *, with_main: bool = False) -> dict[int, object]:
+        """{pid: read(process)} for the server's workers (and its main process), skipping any that ended."""
         try:
-            children = psutil.Process(self.process.pid).children()
+            main = psutil.Process(self.process.pid)
+            processes = [main, *main.children()] if with_main else main.children()
         except psutil.NoSuchProcess:
-            return []
-        sizes = []
-        for child in children:
+            return {}
+        values = {}
+        for process in processes:
             try:
-                sizes.append(child.memory_info().rss / 2**20)
+                values[process.pid] = read(process)
             except psutil.NoSuchProcess:
                 pass
-        return sizes
+        return values
+
+    def worker_rss_mb(self) -> list[float]:
+        return list(self._each_worker(lambda process: process.memory_info().rss / 2**20).values())
 
     def worker_connections(self, status: str = psutil.CONN_ESTABLISHED) -> list[int]:
         """How many connections in `status` each worker holds, most first. Each worker listens on its
         own socket and the kernel spreads new connections over them by a hash, so wrk's 16 keep-alive
         connections can land 8/8 or 12/4; the workers share the cores alike, so the clients of the
         busier one wait longer (RESULTS.md: the split moves the p99)."""
-        try:
-            children = psutil.Process(self.process.pid).children()
-        except psutil.NoSuchProcess:
-            return []
-        counts = []
-        for child in children:
-            try:
-                connections = child.net_connections(kind="tcp")
-            except psutil.NoSuchProcess:
-                continue
-            counts.append(sum(c.status == status and c.laddr.port == PORT for c in connections))
-        return sorted(counts, reverse=True)
+
+        def count(process) -> int:
+            return sum(c.status == status and c.laddr.port == PORT for c in process.net_connections(kind="tcp"))
+
+        return sorted(self._each_worker(count).values(), reverse=True)
 
     def worker_cpu_seconds(self) -> dict[int, float]:
         """CPU time used so far by each of the server's processes."""
-        try:
-            processes = [psutil.Process(self.process.pid), *psutil.Process(self.process.pid).children()]
-        except psutil.NoSuchProcess:
-            return {}
-        seconds = {}
-        for process in processes:
-            try:
-                times = process.cpu_times()
-                seconds[process.pid] = times.user + times.system
-            except psutil.NoSuchProcess:
-                pass
-        return seconds
+        return self._each_worker(lambda process: sum(process.cpu_times()[:2]), with_main=True)
 
     def settle(self, timeout: float = 15) -> None:
         """Wait for the requests wrk abandoned at its end: the server still answers them, and the next
