@@ -114,13 +114,18 @@ class Server:
         # ~2,800). So wait for every worker.
         expected = workers or int(server_env.get("EVENTSUM_WORKERS") or os.cpu_count())
         deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                break
-            if sum(map(bool, self.worker_connections(psutil.CONN_LISTEN))) >= expected:
+        while time.monotonic() < deadline and self.process.poll() is None:
+            if sum(map(bool, self.worker_connections(psutil.CONN_LISTEN))) >= expected and self.healthy():
                 return
             time.sleep(0.3)
-        raise RuntimeError(f"the server did not start {expected} workers; see bench/out/server.log")
+        raise RuntimeError(f"the server did not start {expected} healthy workers; see bench/out/server.log")
+
+    def healthy(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{PORT}/health", timeout=2) as response:
+                return response.status == 200
+        except OSError:  # refused, or an HTTP error such as 503 (the database does not answer)
+            return False
 
     def _each_worker(self, read, *, with_main: bool = False) -> dict[int, object]:
         """{pid: read(process)} for the server's workers (and its main process), skipping any that ended."""
