@@ -434,6 +434,24 @@ INSTANCE_COLUMNS = """events_eventinstance AS i (
 BUCKET_COLUMNS = """events_occurrencebucket AS o (
         event_instance_id, event_base_id, service_id, bucket_start, count, last_seen, counters)"""
 
+# A base's processed data and an instance's generic data never change (their hashes are part of the row's
+# identity), so for a row this process has written before they are sent as NULL and read back from the row
+# (write_occurrences). A row deleted since reads as NULL, which the NOT NULL columns refuse.
+STORED_PROCESSED_DATA = """SELECT stored.processed_data FROM events_eventbase stored
+        WHERE (stored.service_id, stored.environment_id, stored.event_type, stored.event_name,
+               stored.processed_data_hash) = ({identity})"""
+STORED_GENERIC_DATA = """SELECT stored.generic_data FROM events_eventinstance stored
+        WHERE (stored.event_base_id, stored.generic_data_hash) = ({identity})"""
+STORED_PROCESSED_DATA_OF_INPUT = STORED_PROCESSED_DATA.format(
+    identity="base_input.service_id, base_input.environment_id, base_input.event_type, base_input.event_name, "
+    "base_input.hash"
+)
+STORED_GENERIC_DATA_OF_INPUT = STORED_GENERIC_DATA.format(identity="instance_bases.base_id, instance_bases.hash")
+STORED_PROCESSED_DATA_OF_ONE = STORED_PROCESSED_DATA.format(
+    identity="%(b_service)s::bigint, %(b_environment)s::bigint, %(b_type)s::text, %(b_name)s::text, %(b_hash)s::text"
+)
+STORED_GENERIC_DATA_OF_ONE = STORED_GENERIC_DATA.format(identity="bases.id, %(i_hash)s::text")
+
 # One statement: PostgreSQL runs it atomically, so a batch is stored whole or not at all, in one round
 # trip. Rows are fed in a fixed order (bases by key, their instances by hash, their buckets by time), so
 # concurrent batches take row locks in the same order.
@@ -447,8 +465,8 @@ WITH base_input AS (
            trigrams, first_seen, last_seen)
 ), bases AS (
     INSERT INTO {BASE_COLUMNS}
-    SELECT service_id, environment_id, event_type, event_name, hash, data, %(version)s, %(default_group)s,
-           message, first_seen, last_seen
+    SELECT service_id, environment_id, event_type, event_name, hash, COALESCE(data, ({STORED_PROCESSED_DATA_OF_INPUT})),
+           %(version)s, %(default_group)s, message, first_seen, last_seen
     FROM base_input ORDER BY idx
     {BASE_CONFLICT}
     RETURNING id, service_id, environment_id, event_type, event_name, processed_data_hash, event_group_id
@@ -477,8 +495,8 @@ WITH base_input AS (
     FROM instance_input ii JOIN base_rows br ON br.idx = ii.base_idx
 ), instances AS (
     INSERT INTO {INSTANCE_COLUMNS}
-    SELECT base_id, hash, generic_data, filters, raw_data, raw_details, processed_details, message,
-           first_seen, last_seen
+    SELECT base_id, hash, COALESCE(generic_data, ({STORED_GENERIC_DATA_OF_INPUT})),
+           filters, raw_data, raw_details, processed_details, message, first_seen, last_seen
     FROM instance_bases ORDER BY idx
     {INSTANCE_CONFLICT}
     RETURNING id, event_base_id, generic_data_hash
@@ -511,7 +529,8 @@ UPSERT_ONE_SQL = f"""
 WITH bases AS (
     INSERT INTO {BASE_COLUMNS}
     VALUES (%(b_service)s::bigint, %(b_environment)s::bigint, %(b_type)s::text, %(b_name)s::text,
-            %(b_hash)s::text, %(b_data)s::jsonb, %(version)s::int, %(default_group)s::bigint, %(b_message)s::text,
+            %(b_hash)s::text, COALESCE(%(b_data)s::jsonb, ({STORED_PROCESSED_DATA_OF_ONE})), %(version)s::int,
+            %(default_group)s::bigint, %(b_message)s::text,
             %(b_first)s::timestamptz, %(b_last)s::timestamptz)
     {BASE_CONFLICT}
     RETURNING id, event_group_id
@@ -522,7 +541,8 @@ WITH bases AS (
     RETURNING 1
 ), instances AS (
     INSERT INTO {INSTANCE_COLUMNS}
-    SELECT id, %(i_hash)s::text, %(i_generic)s::jsonb, %(i_filters)s::jsonb, %(i_raw)s::jsonb, %(i_details)s::jsonb,
+    SELECT id, %(i_hash)s::text, COALESCE(%(i_generic)s::jsonb, ({STORED_GENERIC_DATA_OF_ONE})),
+           %(i_filters)s::jsonb, %(i_raw)s::jsonb, %(i_details)s::jsonb,
            %(i_processed_details)s::jsonb, %(i_message)s::text, %(i_first)s::timestamptz, %(i_last)s::timestamptz
     FROM bases
     {INSTANCE_CONFLICT}
@@ -557,10 +577,22 @@ def _static_search(event: PreparedEvent) -> tuple[str, tuple[str, ...]]:
     return _static_search_memo.get((event.event_type, event.event_name, event.processed_data_hash), compute)
 
 
-def _upsert_parameters(bases: dict[tuple, _BaseRow]) -> tuple[dict, list[tuple]]:
-    """Flatten the coalesced rows into the statement's arrays; returns them and each instance's (base, hash)."""
+# The rows this process has written, by hash(key): their processed or generic data is sent as NULL and read
+# back from the row (STORED_PROCESSED_DATA). Only the hash is kept (~90 bytes an entry): two keys with one
+# hash, like a row deleted since, make the statement meet a NULL, and it is sent again in full.
+_stored_rows = BoundedMemo(50_000)
+
+
+def forget_stored_rows() -> None:
+    _stored_rows.clear()
+
+
+def _upsert_parameters(bases: dict[tuple, _BaseRow], *, omit_stored: bool) -> tuple[dict, list[tuple]]:
+    """Flatten the coalesced rows into the statement's arrays; returns them and each instance's (base, hash).
+    With omit_stored, the processed and generic data of rows this process has written are left out (None)."""
     p = defaultdict(list)
     instance_keys = []
+    stored = _stored_rows.peek if omit_stored else lambda key: None
     for base_idx, key in enumerate(sorted(bases)):
         base = bases[key]
         event = base.event
@@ -571,7 +603,7 @@ def _upsert_parameters(bases: dict[tuple, _BaseRow]) -> tuple[dict, list[tuple]]
         p["b_type"].append(event.event_type)
         p["b_name"].append(event.event_name)
         p["b_hash"].append(event.processed_data_hash)
-        p["b_data"].append(event.processed_data_json)
+        p["b_data"].append(None if stored(hash(key)) else event.processed_data_json)
         p["b_message"].append(base.message)
         p["b_static_text"].append(static_text)
         p["b_trigrams"].append(" ".join(trigrams_of(base.message).union(static_trigrams)))
@@ -585,7 +617,7 @@ def _upsert_parameters(bases: dict[tuple, _BaseRow]) -> tuple[dict, list[tuple]]
             p["i_idx"].append(instance_idx)
             p["i_base_idx"].append(base_idx)
             p["i_hash"].append(generic_hash)
-            p["i_generic"].append(latest.generic_data_json)
+            p["i_generic"].append(None if stored(hash((key, generic_hash))) else latest.generic_data_json)
             p["i_filters"].append(latest.filters_json)
             p["i_raw"].append(latest.raw_data_json)
             p["i_details"].append(latest.raw_details_json)
@@ -624,7 +656,23 @@ def _execute_upsert(statement: PreparedStatement, parameters: dict) -> list[tupl
 
 def write_occurrences(bases: dict[tuple, _BaseRow]) -> dict[tuple, tuple[int, int, int]]:
     """Upsert everything; returns {(base key, generic hash): (base id, instance id, group id)}."""
-    parameters, instance_keys = _upsert_parameters(bases)
+    try:
+        written = _write(bases, omit_stored=True)
+    except IntegrityError as error:
+        if not isinstance(error.__cause__, pg_errors.NotNullViolation):
+            raise
+        # A row this process wrote was deleted since (retention, the admin): nothing was stored, and the
+        # statement runs again with every row's data.
+        forget_stored_rows()
+        written = _write(bases, omit_stored=False)
+    for base_key, generic_hash in written:
+        _stored_rows.put(hash(base_key), True)
+        _stored_rows.put(hash((base_key, generic_hash)), True)
+    return written
+
+
+def _write(bases: dict[tuple, _BaseRow], *, omit_stored: bool) -> dict[tuple, tuple[int, int, int]]:
+    parameters, instance_keys = _upsert_parameters(bases, omit_stored=omit_stored)
     statement = PREPARED_UPSERT
     if len(parameters["k_start"]) == 1:  # one base, one instance, one bucket
         statement = PREPARED_UPSERT_ONE

@@ -9,7 +9,7 @@ from django.contrib.auth.models import Permission, User
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
-from events.services import clear_id_caches
+from events.services import clear_id_caches, forget_stored_rows
 
 # The user's example request, verbatim from their endpoint document.
 EXAMPLE_EVENT = {
@@ -98,11 +98,14 @@ def _fast_password_hashing(settings):
 
 
 @pytest.fixture(autouse=True)
-def _fresh_id_caches():
-    # Services and environments are cached per process; each test starts on an emptied database.
+def _fresh_process_caches():
+    # Service and environment ids, and which rows were written, are remembered per process; each test
+    # starts on an emptied database.
     clear_id_caches()
+    forget_stored_rows()
     yield
     clear_id_caches()
+    forget_stored_rows()
 
 
 @pytest.fixture

@@ -2,6 +2,7 @@ import json
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from django.db import connection
 
 from events.models import Environment, EventBase, EventGroup, EventInstance, OccurrenceBucket, Service
 from grouping.registry import FILTERS, register_filter
@@ -383,3 +384,60 @@ def test_the_per_process_memos_hold_nothing_the_garbage_collector_must_walk(clie
     assert (len(_processed_memo._results), len(_static_search_memo._results)) == (1, 3)
     entries = [*_processed_memo._results.values(), *_static_search_memo._results.values()]
     assert not [entry for entry in entries if gc.is_tracked(entry)]
+
+
+class TestUnchangingDataIsSentOnce:
+    """A base's processed data and an instance's generic data never change, so after a row's first
+    occurrence they are not sent again but read from the row; a row deleted since gets them again."""
+
+    @staticmethod
+    def capture_and_count_bytes_sent(capture, event) -> tuple[dict, int]:
+        sent = []
+
+        def record(execute, sql, params, many, context):
+            if sql.startswith("EXECUTE eventsum_upsert"):
+                sent.extend(params)
+            return execute(sql, params, many, context)
+
+        with connection.execute_wrapper(record):
+            answer = capture(event)
+        return answer, sum(len(str(value)) for value in sent if value is not None)
+
+    def test_a_repeated_occurrence_leaves_its_processed_and_generic_data_out(self, capture):
+        event = make_event()
+        first, first_bytes = self.capture_and_count_bytes_sent(capture, event)
+        second, second_bytes = self.capture_and_count_bytes_sent(capture, event)
+
+        assert second == first
+        base, instance = EventBase.objects.get(), EventInstance.objects.get()
+        unchanging = len(json.dumps(base.processed_data)) + len(json.dumps(instance.generic_data))
+        assert first_bytes - second_bytes >= unchanging * 0.9  # their JSON text, give or take spacing
+        assert OccurrenceBucket.objects.get().count == 2
+
+    def test_a_base_deleted_since_is_stored_again_in_full(self, capture):
+        event = make_event()
+        first = capture(event)
+        processed = EventBase.objects.get().processed_data
+        generic = EventInstance.objects.get().generic_data
+        EventBase.objects.all().delete()  # as retention or the admin would, behind this process's back
+
+        second = capture(event)
+
+        assert second["event_base_id"] != first["event_base_id"]
+        assert EventBase.objects.get(pk=second["event_base_id"]).processed_data == processed
+        assert EventInstance.objects.get(pk=second["event_instance_id"]).generic_data == generic
+        assert OccurrenceBucket.objects.get().count == 1
+
+    def test_in_an_array_only_the_deleted_instance_is_stored_again_and_nothing_is_counted_twice(self, capture):
+        kept, deleted = make_event(lineno=1), make_event(lineno=2)  # one base, two instances
+        first = capture([kept, deleted])["results"]
+        generic = EventInstance.objects.get(pk=first[1]["event_instance_id"]).generic_data
+        EventInstance.objects.filter(pk=first[1]["event_instance_id"]).delete()
+
+        second = capture([kept, deleted])["results"]
+
+        assert second[0] == first[0]
+        assert second[1]["event_base_id"] == first[1]["event_base_id"]
+        assert EventInstance.objects.get(pk=second[1]["event_instance_id"]).generic_data == generic
+        counts = dict(OccurrenceBucket.objects.values_list("event_instance_id", "count"))
+        assert counts == {first[0]["event_instance_id"]: 2, second[1]["event_instance_id"]: 1}
