@@ -465,8 +465,9 @@ WITH base_input AS (
            trigrams, first_seen, last_seen)
 ), bases AS (
     INSERT INTO {BASE_COLUMNS}
-    SELECT service_id, environment_id, event_type, event_name, hash, COALESCE(data, ({STORED_PROCESSED_DATA_OF_INPUT})),
-           %(version)s, %(default_group)s, message, first_seen, last_seen
+    SELECT service_id, environment_id, event_type, event_name, hash,
+           COALESCE(data, ({STORED_PROCESSED_DATA_OF_INPUT})), %(version)s, %(default_group)s, message,
+           first_seen, last_seen
     FROM base_input ORDER BY idx
     {BASE_CONFLICT}
     RETURNING id, service_id, environment_id, event_type, event_name, processed_data_hash, event_group_id
