@@ -436,7 +436,8 @@ BUCKET_COLUMNS = """events_occurrencebucket AS o (
 
 # A base's processed data and an instance's generic data never change (their hashes are part of the row's
 # identity), so for a row this process has written before they are sent as NULL and read back from the row
-# (write_occurrences). A row deleted since reads as NULL, which the NOT NULL columns refuse.
+# (write_occurrences). A row deleted since reads as NULL, which the NOT NULL columns refuse (PostgreSQL logs
+# that as an error; the statement is sent again in full).
 STORED_PROCESSED_DATA = """SELECT stored.processed_data FROM events_eventbase stored
         WHERE (stored.service_id, stored.environment_id, stored.event_type, stored.event_name,
                stored.processed_data_hash) = ({identity})"""
