@@ -6,6 +6,7 @@ import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+from django.db import OperationalError, connection
 from django.db.models import Sum
 
 from events.models import EventBase, EventInstance, OccurrenceBucket
@@ -69,3 +70,55 @@ def test_parallel_arrays_over_overlapping_rows_in_any_order_neither_deadlock_nor
     assert EventInstance.objects.count() == 12
     assert OccurrenceBucket.objects.count() == 24
     assert OccurrenceBucket.objects.aggregate(total=Sum("count"))["total"] == CLIENTS * rounds * (len(kinds) + 5)
+
+
+def test_captures_racing_deletions_of_their_rows_are_all_stored_with_their_full_data(live_server):
+    # Each process leaves out the processed and generic data of rows it has written; rows deleted under it
+    # (retention, the admin) must still come back whole, whichever moment the deletion lands.
+    kinds = [make_event(event_name=f"Racing{b}", lineno=line) for b in range(3) for line in (1, 2)]
+    url = live_server.url + "/capture"
+    deletions, rounds_after = 6, 5
+    expected = {}
+    post(url, kinds)
+    for instance in EventInstance.objects.select_related("event_base"):
+        expected[instance.event_base.event_name, instance.generic_data_hash] = (
+            instance.event_base.processed_data,
+            instance.generic_data,
+        )
+
+    def client(seed):
+        shuffler = random.Random(seed)
+        statuses = []
+        for _ in range(deletions * 4):
+            statuses.append(post(url, shuffler.choice(kinds)))
+            statuses.append(post(url, shuffler.sample(kinds, 3)))
+        return statuses
+
+    def deleter(_):
+        try:
+            for _ in range(deletions):
+                while True:
+                    try:
+                        EventBase.objects.filter(event_name__startswith="Racing").delete()
+                        break
+                    except OperationalError:  # a deadlock with a capture: the ORM's cascade locks in its own order
+                        pass
+        finally:
+            connection.close()  # this thread's own connection
+        return []
+
+    with ThreadPoolExecutor(CLIENTS + 1) as pool:
+        results = list(pool.map(lambda n: deleter(n) if n == CLIENTS else client(n), range(CLIENTS + 1)))
+    after = [post(url, kinds) for _ in range(rounds_after)]  # every row back, none deleted from here on
+
+    assert [status for batch in results for status in batch] + after == [200] * (CLIENTS * deletions * 8 + rounds_after)
+    stored = {
+        (instance.event_base.event_name, instance.generic_data_hash): (
+            instance.event_base.processed_data,
+            instance.generic_data,
+        )
+        for instance in EventInstance.objects.select_related("event_base")
+    }
+    assert stored == expected  # one row each, every one with its data
+    counts = OccurrenceBucket.objects.values_list("count", flat=True)
+    assert all(count >= rounds_after for count in counts) and len(counts) >= len(kinds)
