@@ -667,9 +667,10 @@ def write_occurrences(bases: dict[tuple, _BaseRow]) -> dict[tuple, tuple[int, in
         # statement runs again with every row's data.
         forget_stored_rows()
         written = _write(bases, omit_stored=False)
-    for base_key, generic_hash in written:
+    for base_key, base in bases.items():
         _stored_rows.put(hash(base_key), True)
-        _stored_rows.put(hash((base_key, generic_hash)), True)
+        for generic_hash in base.instances:
+            _stored_rows.put(hash((base_key, generic_hash)), True)
     return written
 
 
