@@ -74,7 +74,7 @@ def test_parallel_arrays_over_overlapping_rows_in_any_order_neither_deadlock_nor
 
 def test_captures_racing_deletions_of_their_rows_are_all_stored_with_their_full_data(live_server):
     # Each process leaves out the processed and generic data of rows it has written; rows deleted under it
-    # (retention, the admin) must still come back whole, whichever moment the deletion lands.
+    # (retention, or by hand) must still come back whole, whichever moment the deletion lands.
     kinds = [make_event(event_name=f"Racing{b}", lineno=line) for b in range(3) for line in (1, 2)]
     url = live_server.url + "/capture"
     deletions, rounds_after = 6, 5
