@@ -434,6 +434,13 @@ def main() -> None:
             scenario("detail", "", detail_file, "get", header=header)
     finally:
         server.stop()
+        if not env.get("DATABASE_URL"):  # its own embedded PostgreSQL, which nothing else uses
+            from django.db import connection
+
+            from eventsum_project.embedded_postgres import stop_embedded
+
+            connection.close()
+            stop_embedded(Path(env["EVENTSUM_DATA_DIR"]))
 
     reference = rows[0]["rps"]
     machine = f"{os.cpu_count()} cores, {psutil.virtual_memory().total / 2**30:.0f} GiB"

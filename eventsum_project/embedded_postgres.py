@@ -2,14 +2,24 @@
 
 pgserver runs a real PostgreSQL 16 from a data folder and reaches it over a Unix socket. The server is
 left running when this process exits (cleanup_mode=None), so the web server, manage.py and the test run
-all share one server, started by whichever comes first.
+all share one server, started by whichever comes first. `scripts/stop-db` (this module's `stop`) stops it.
 """
 
 import logging
+import os
+import subprocess
+import sys
 import warnings
 from pathlib import Path
 
+from eventsum_project.env import env_str
+
 DATABASE_NAME = "eventsum"
+
+
+def configured_data_dir() -> Path:
+    """EVENTSUM_DATA_DIR: where the embedded PostgreSQL keeps its data (default .eventsum/ in the project)."""
+    return Path(env_str("EVENTSUM_DATA_DIR", str(Path(__file__).resolve().parent.parent / ".eventsum"))).resolve()
 
 
 def embedded_database_settings(data_dir: Path) -> dict:
@@ -17,10 +27,7 @@ def embedded_database_settings(data_dir: Path) -> dict:
     with warnings.catch_warnings():
         # platformdirs warns when XDG_RUNTIME_DIR is unset, which is normal on servers and in CI.
         warnings.simplefilter("ignore")
-        logging.getLogger("pgserver").setLevel(logging.WARNING)
-        import pgserver
-
-        server = pgserver.get_server(data_dir / "postgres", cleanup_mode=None)
+        server = _pgserver().get_server(data_dir / "postgres", cleanup_mode=None)
     info = server.get_postmaster_info()
     _ensure_database(str(info.socket_dir), info.port)
     return {
@@ -30,6 +37,29 @@ def embedded_database_settings(data_dir: Path) -> dict:
         "HOST": str(info.socket_dir),
         "PORT": str(info.port),
     }
+
+
+def stop_embedded(data_dir: Path) -> bool:
+    """Stops the embedded PostgreSQL kept in data_dir, disconnecting whoever is still connected (pg_ctl's
+    fast mode), and waits until it has written everything out. False when it was not running."""
+    _pgserver()
+    from pgserver._commands import POSTGRES_BIN_PATH  # its pg_ctl() logs "no server running" as an error
+
+    pg_ctl = [str(POSTGRES_BIN_PATH / "pg_ctl"), "-D", str(data_dir / "postgres")]
+    # pgserver runs PostgreSQL as its own user when started by root (PostgreSQL refuses to run as root).
+    user = "pgserver" if os.geteuid() == 0 else None
+    if subprocess.run([*pg_ctl, "status"], user=user, stdout=subprocess.DEVNULL, check=False).returncode != 0:
+        return False  # 3: not running; 4: no data folder there
+    subprocess.run([*pg_ctl, "-w", "stop", "-m", "fast"], user=user, stdout=subprocess.DEVNULL, check=True)
+    return True
+
+
+def _pgserver():
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # platformdirs, again
+        import pgserver
+    logging.getLogger("pgserver").setLevel(logging.WARNING)
+    return pgserver
 
 
 def _ensure_database(host: str, port: int) -> None:
@@ -48,3 +78,10 @@ def _ensure_database(host: str, port: int) -> None:
                     pass  # another process created it between our check and our CREATE
     finally:
         connection.close()
+
+
+if __name__ == "__main__":  # scripts/stop-db
+    if sys.argv[1:] != ["stop"]:
+        sys.exit("usage: python -m eventsum_project.embedded_postgres stop")
+    folder = configured_data_dir()
+    print(f"embedded PostgreSQL in {folder / 'postgres'}: {'stopped' if stop_embedded(folder) else 'was not running'}")

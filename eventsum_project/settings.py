@@ -5,6 +5,7 @@ from pathlib import Path
 
 from django.core.exceptions import ImproperlyConfigured
 
+from eventsum_project.embedded_postgres import configured_data_dir
 from eventsum_project.env import env_bool, env_int, env_list, env_str, env_time_format
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -72,7 +73,7 @@ TEMPLATES = [
 ]
 
 # --- Database --------------------------------------------------------------------------------------
-EVENTSUM_DATA_DIR = Path(env_str("EVENTSUM_DATA_DIR", str(BASE_DIR / ".eventsum"))).resolve()
+EVENTSUM_DATA_DIR = configured_data_dir()
 DATABASE_URL = os.environ.get("DATABASE_URL", "").strip()
 if DATABASE_URL:
     import dj_database_url

@@ -3,8 +3,10 @@
 import json
 import logging
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from datetime import UTC, datetime, timedelta
 from io import StringIO
 from pathlib import Path
@@ -165,6 +167,37 @@ def test_production_mode_starts_with_a_secret_key_and_debug_off():
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.split()[-2:] == ["False", "True"]
+
+
+def test_stop_db_stops_the_embedded_postgresql_that_the_others_leave_running():
+    # scripts/run, manage.py and the tests leave the embedded PostgreSQL running for each other; an operator
+    # stops it with scripts/stop-db (before copying its folder as a backup, say).
+    import psycopg2
+
+    from eventsum_project.embedded_postgres import embedded_database_settings, stop_embedded
+
+    folder = Path(tempfile.mkdtemp(prefix="eventsum-stop-db-"))
+    os.chmod(folder, 0o755)  # under root, PostgreSQL runs as pgserver's own user
+
+    def stop_db() -> str:
+        env = {**os.environ, "EVENTSUM_DATA_DIR": str(folder)}
+        result = subprocess.run(["scripts/stop-db"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+        assert result.returncode == 0, result.stderr
+        return result.stdout
+
+    try:
+        database = embedded_database_settings(folder)
+        where = {"dbname": database["NAME"], "user": "postgres", "host": database["HOST"], "port": database["PORT"]}
+        psycopg2.connect(**where).close()  # it answers
+
+        assert stop_db().endswith(": stopped\n")
+        with pytest.raises(psycopg2.OperationalError):
+            psycopg2.connect(**where)
+        assert not (folder / "postgres" / "postmaster.pid").exists()  # shut down cleanly, not killed
+        assert stop_db().endswith(": was not running\n")
+    finally:
+        stop_embedded(folder)
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 class TestPrune:
