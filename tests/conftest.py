@@ -73,10 +73,23 @@ EXAMPLE_EVENT = {
 }
 
 
+# The time of the events a test makes without one: the test's start, so that occurrences it expects in one
+# bucket are, even when the clock turns a minute (bucket) in the milliseconds between two of them.
+_moment = None
+
+
+@pytest.fixture(autouse=True)
+def _one_moment_per_test():
+    global _moment
+    _moment = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S")
+    yield
+    _moment = None
+
+
 def make_event(**changes) -> dict:
     """The example event with top-level fields replaced; `lineno`, `vars` and `message` reach into event_data."""
     event = copy.deepcopy(EXAMPLE_EVENT)
-    event["timestamp"] = changes.pop("timestamp", datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S"))
+    event["timestamp"] = changes.pop("timestamp", _moment or datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S"))
     if "lineno" in changes:
         event["event_data"]["raw_data"]["frames"][1]["lineno"] = changes.pop("lineno")
     if "vars" in changes:
