@@ -663,7 +663,7 @@ def write_occurrences(bases: dict[tuple, _BaseRow]) -> dict[tuple, tuple[int, in
     except IntegrityError as error:
         if not isinstance(error.__cause__, pg_errors.NotNullViolation):
             raise
-        # A row this process wrote was deleted since (retention, the admin): nothing was stored, and the
+        # A row this process wrote was deleted since (retention, or by hand): nothing was stored, and the
         # statement runs again with every row's data.
         forget_stored_rows()
         written = _write(bases, omit_stored=False)
