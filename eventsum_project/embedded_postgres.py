@@ -24,10 +24,7 @@ def configured_data_dir() -> Path:
 
 def embedded_database_settings(data_dir: Path) -> dict:
     data_dir.mkdir(parents=True, exist_ok=True)
-    with warnings.catch_warnings():
-        # platformdirs warns when XDG_RUNTIME_DIR is unset, which is normal on servers and in CI.
-        warnings.simplefilter("ignore")
-        server = _pgserver().get_server(data_dir / "postgres", cleanup_mode=None)
+    server = _pgserver().get_server(data_dir / "postgres", cleanup_mode=None)
     info = server.get_postmaster_info()
     _ensure_database(str(info.socket_dir), info.port)
     return {
@@ -56,7 +53,8 @@ def stop_embedded(data_dir: Path) -> bool:
 
 def _pgserver():
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # platformdirs, again
+        # Importing it, platformdirs warns when XDG_RUNTIME_DIR is unset, which is normal on servers and in CI.
+        warnings.simplefilter("ignore")
         import pgserver
     logging.getLogger("pgserver").setLevel(logging.WARNING)
     return pgserver

@@ -420,7 +420,7 @@ class TestUnchangingDataIsSentOnce:
         first = capture(event)
         processed = EventBase.objects.get().processed_data
         generic = EventInstance.objects.get().generic_data
-        EventBase.objects.all().delete()  # as retention or the admin would, behind this process's back
+        EventBase.objects.all().delete()  # as retention or a hand in SQL would, behind this process's back
 
         second = capture(event)
 
