@@ -1,6 +1,9 @@
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from events.models import DEFAULT_GROUP_ID, Environment, EventGroup, Service
+from events.timeparse import format_time
 
 
 class AssignGroupSerializer(serializers.Serializer):
@@ -14,11 +17,15 @@ class AssignGroupSerializer(serializers.Serializer):
     )
 
     def validate(self, data):
+        spelled = data.pop("groupd_id", None)
         if "group_id" not in data:
-            if "groupd_id" not in data:
+            if spelled is None:
                 raise serializers.ValidationError({"group_id": ["This field is required."]})
-            data["group_id"] = data["groupd_id"]
-        data.pop("groupd_id", None)
+            data["group_id"] = spelled
+        elif spelled is not None and spelled != data["group_id"]:
+            raise serializers.ValidationError(
+                {"group_id": [f"group_id {data['group_id']} and groupd_id {spelled} disagree: send one of them."]}
+            )
         return data
 
 
@@ -26,7 +33,16 @@ class AssignGroupResultSerializer(serializers.Serializer):
     updated = serializers.IntegerField(help_text="How many bases changed group.")
 
 
+@extend_schema_field(OpenApiTypes.STR)
+class TimeField(serializers.DateTimeField):
+    """A read-only time written in EVENTSUM_TIME_FORMAT (UTC), like every other time the API answers."""
+
+    def to_representation(self, value):
+        return format_time(value)
+
+
 class EventGroupSerializer(serializers.ModelSerializer):
+    created_at = TimeField(read_only=True)
     base_count = serializers.IntegerField(read_only=True, help_text="How many event bases the group holds.")
 
     class Meta:

@@ -1,3 +1,6 @@
+import re
+from datetime import UTC
+
 import pytest
 from django.contrib.admin.models import LogEntry
 
@@ -48,6 +51,16 @@ class TestAssignGroup:
             "group_id": ["Unknown group ids: 424242."],
         }
         assert group_of(base_ids[0]) == 0
+
+    def test_group_id_and_groupd_id_that_disagree_are_a_400(self, triager, base_ids, groups):
+        body = [
+            {"event_id": base_ids[0], "group_id": groups[0], "groupd_id": groups[0]},  # agreeing is fine
+            {"event_id": base_ids[1], "group_id": groups[0], "groupd_id": groups[1]},
+        ]
+        response = triager.post("/assign_group", body, format="json")
+        assert response.status_code == 400
+        assert "groupd_id" in response.content.decode() and str(groups[1]) in response.content.decode()
+        assert [group_of(i) for i in base_ids[:2]] == [0, 0]
 
     @pytest.mark.parametrize(
         ("body", "words"),
@@ -100,6 +113,15 @@ class TestGroups:
         assert response.status_code == 400
         assert "name" in response.content.decode()
         assert EventGroup.objects.count() == before
+
+    def test_times_are_written_in_the_configured_format(self, triager, settings):
+        created = triager.post("/groups", {"name": "payments"}, format="json").json()["created_at"]
+        assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d", created)
+        settings.EVENTSUM_TIME_FORMAT = "%d/%m/%Y %H.%M"
+        listed = {g["name"]: g["created_at"] for g in triager.get("/groups").json()}
+        stored = EventGroup.objects.get(name="payments").created_at.astimezone(UTC)
+        assert listed["payments"] == stored.strftime("%d/%m/%Y %H.%M")
+        assert created == stored.strftime("%Y-%m-%d %H:%M:%S")
 
     def test_it_retrieves_and_renames(self, triager, groups):
         assert triager.get(f"/groups/{groups[0]}").json()["name"] == "team-0"
