@@ -1,12 +1,15 @@
 """Time strings in and out: EVENTSUM_TIME_FORMAT (UTC), ISO 8601 with an offset, or Unix epoch seconds."""
 
 import math
+import re
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 
 from django.conf import settings
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+# "…T10:00:00 02:00": an offset whose "+" a URL query turned into a space.
+UNESCAPED_PLUS = re.compile(r"\d \d\d:?\d\d$")
 
 
 def parse_time(value) -> datetime:
@@ -23,15 +26,18 @@ def parse_time(value) -> datetime:
     except ValueError:
         pass
     try:
-        return _from_epoch(float(text))
+        seconds = float(text)
     except ValueError:
         pass
+    else:
+        return _from_epoch(seconds)
     try:
         parsed = datetime.fromisoformat(text.replace("Z", "+00:00") if text.endswith("Z") else text)
     except ValueError:
+        hint = " (a '+' in a URL query must be sent as %2B)" if UNESCAPED_PLUS.search(text) else ""
         raise ValueError(
             f"{value!r} is not a time: use {settings.EVENTSUM_TIME_FORMAT!r} (UTC), ISO 8601 with an offset, "
-            "or Unix epoch seconds"
+            f"or Unix epoch seconds{hint}"
         ) from None
     if parsed.tzinfo is None:
         return parsed.replace(tzinfo=UTC)
@@ -44,7 +50,8 @@ def _from_epoch(seconds: float) -> datetime:
     try:
         return EPOCH + timedelta(seconds=seconds)
     except OverflowError:
-        raise ValueError(f"epoch seconds {seconds} is out of range") from None
+        hint = " (milliseconds? send seconds)" if abs(seconds) >= 1e11 else ""
+        raise ValueError(f"epoch seconds {seconds:g} is out of range{hint}") from None
 
 
 def format_time(value: datetime | None) -> str | None:

@@ -326,3 +326,20 @@ def test_a_base_whose_processed_data_changed_is_answered_with_the_new_data(reade
     assert after["hash"] == base.processed_data_hash != before["hash"]
     (again,) = search(reader, service_id=service_id, **HOUR)["events"]  # now from the process's memory
     assert again["processed_data"] == after["processed_data"]
+
+
+@pytest.mark.parametrize(
+    ("query", "hint"),
+    [
+        # A dashboard that reuses the datapoints' milliseconds.
+        ("start_time=1714564800000&end_time=1714568400", "milliseconds? send seconds"),
+        # An offset sent unescaped: the query string's "+" arrives as a space.
+        ("start_time=2024-05-01T12:00:00+02:00&end_time=2024-05-01T13:00:00%2B02:00", "%2B"),
+    ],
+)
+def test_a_time_sent_in_a_common_wrong_way_gets_a_hint(reader, query, hint):
+    response = reader.get(f"/search?service_id=1&{query}")
+    assert response.status_code == 400
+    (message,) = response.json()["start_time"]
+    assert hint in message, message
+    assert "end_time" not in response.json()
