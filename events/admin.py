@@ -13,6 +13,7 @@ from django.utils.html import format_html
 
 from events.admin_views import (
     CappedCountPaginator,
+    ShownRowsChangeList,
     distinct_values,
     hourly_counts,
     pretty_json,
@@ -92,8 +93,15 @@ class EventInstanceInline(InstanceOccurrences, admin.TabularInline):
         return format_html('<a href="{}">#{}</a>', url, instance.pk)
 
 
+class ShownRowsAdmin(admin.ModelAdmin):
+    """A list whose queryset carries per-row subqueries: they run for the shown page only."""
+
+    def get_changelist(self, request, **kwargs):
+        return ShownRowsChangeList
+
+
 @admin.register(EventBase)
-class EventBaseAdmin(admin.ModelAdmin):
+class EventBaseAdmin(ShownRowsAdmin):
     list_display = [
         "title",
         "service",
@@ -231,8 +239,8 @@ class EventBaseAdmin(admin.ModelAdmin):
 
 
 @admin.register(EventInstance)
-class EventInstanceAdmin(InstanceOccurrences, admin.ModelAdmin):
-    list_display = ["__str__", "event_base", "latest_message", "first_seen", "last_seen"]
+class EventInstanceAdmin(InstanceOccurrences, ShownRowsAdmin):
+    list_display = ["__str__", "event_base", "latest_message", "occurrences", "first_seen", "last_seen"]
     list_select_related = ["event_base"]
     ordering = ["-id"]  # newest first, by the primary key: last_seen has no index (see the model)
     paginator = CappedCountPaginator

@@ -1,8 +1,9 @@
-"""Rendering helpers of the triage dashboard: charts, stack traces, the capped paginator."""
+"""Rendering helpers of the triage dashboard: charts, stack traces, the capped paginator, the shown-rows list."""
 
 import json
 from datetime import UTC, datetime, timedelta
 
+from django.contrib.admin.views.main import ChangeList
 from django.core.paginator import Paginator
 from django.db import connection
 from django.db.models.expressions import RawSQL
@@ -19,8 +20,8 @@ def chart_start(now: datetime | None = None) -> datetime:
     return now.replace(minute=0, second=0, microsecond=0) - timedelta(hours=HOURS - 1)
 
 
-# An annotation of the change list: the base's last 24 hourly counts, computed in the list's own query
-# for the page's rows only (the list is ordered by an indexed column, so PostgreSQL applies LIMIT first).
+# An annotation of the change list: the base's last 24 hourly counts, computed for the shown rows only
+# (ShownRowsChangeList).
 HOURLY_COUNTS_SQL = """
     SELECT array_agg(COALESCE(per_hour.total, 0) ORDER BY hours.h)
     FROM generate_series(0, 23) AS hours(h)
@@ -114,6 +115,19 @@ def _code_line(number, text, *, failing: bool) -> str:
         number,
         text if isinstance(text, str) else json.dumps(text),
     )
+
+
+class ShownRowsChangeList(ChangeList):
+    """Runs the list's per-row subqueries (totals, the chart) for the shown rows only.
+
+    On the paginated query itself PostgreSQL would run them for every row the page's OFFSET skips as well:
+    page 200 of 50 rows ran them 10,000 times (~2 s). The page is found first by its primary keys alone
+    (the subqueries are not selected), then those rows are read with them, in the list's order."""
+
+    def get_results(self, request):
+        super().get_results(request)
+        shown = list(self.result_list.values_list("pk", flat=True))
+        self.result_list = list(self.queryset.filter(pk__in=shown)) if shown else []
 
 
 class CappedCountPaginator(Paginator):

@@ -1,8 +1,13 @@
 """The admin dashboard through Django's test client: permissions, the bulk action, history, query counts."""
 
+import re
+from datetime import UTC, datetime, timedelta
+
 import pytest
 from django.contrib.admin.models import LogEntry
 from django.contrib.auth.models import User
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 
 from events.models import EventBase, EventGroup
 from events.services import capture_events
@@ -146,3 +151,24 @@ def test_base_counts_in_the_lists_stop_at_the_cap(staff, monkeypatch):
     assert "2+ bases" in html
     monkeypatch.setattr(CappedCountPaginator, "CAP", 3)
     assert "3 bases" in staff.get("/admin/events/service/").content.decode()
+
+
+@pytest.mark.parametrize("model", ["eventbase", "eventinstance"])
+def test_a_later_page_runs_the_per_row_subqueries_for_its_own_rows_only(staff, monkeypatch, model):
+    from events.admin import EventBaseAdmin, EventInstanceAdmin
+
+    monkeypatch.setattr(EventBaseAdmin, "list_per_page", 2)
+    monkeypatch.setattr(EventInstanceAdmin, "list_per_page", 2)
+    now = datetime.now(UTC).replace(microsecond=0)
+    for i in range(5):  # E0 seen last, with 1 occurrence; E4 seen first, with 5
+        moment = (now - timedelta(minutes=10 * i)).strftime("%Y-%m-%d %H:%M:%S")
+        capture_events([make_event(event_name=f"E{i}", timestamp=moment)] * (i + 1))
+    order = "-last_seen" if model == "eventbase" else "-id"  # instances: newest first by id, E4 is the newest
+    names = [name for name in EventBase.objects.order_by(order).values_list("event_name", flat=True)][2:4]
+    with CaptureQueriesContext(connection) as queries:
+        html = staff.get(f"/admin/events/{model}/", {"p": 2}).content.decode()
+    assert re.findall(r"<b>(E\d)</b>" if model == "eventbase" else r"\w (E\d) #\d+<", html) == names
+    column = "field-total" if model == "eventbase" else "field-occurrences"
+    assert re.findall(rf'<td class="{column}">(\d+)</td>', html) == [str(int(name[1]) + 1) for name in names]
+    reading_buckets = [q["sql"] for q in queries.captured_queries if '"events_occurrencebucket"' in q["sql"]]
+    assert reading_buckets and not any("OFFSET" in sql for sql in reading_buckets), reading_buckets
