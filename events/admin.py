@@ -3,9 +3,7 @@
 from django import forms
 from django.contrib import admin, messages
 from django.db import IntegrityError, transaction
-from django.db.models import OuterRef, Subquery, Sum
 from django.db.models.expressions import RawSQL
-from django.db.models.functions import Coalesce
 from django.http import HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import reverse
@@ -21,25 +19,13 @@ from events.admin_views import (
     svg_chart,
 )
 from events.filters import keyword_condition
-from events.models import DEFAULT_GROUP_ID, Environment, EventBase, EventGroup, EventInstance, OccurrenceBucket, Service
+from events.models import DEFAULT_GROUP_ID, Environment, EventBase, EventGroup, EventInstance, Service
 from events.timeparse import format_time
 from events.triage import TriageInvalid, assign_groups, delete_group
 
 admin.site.site_header = "Eventsum"
 admin.site.site_title = "Eventsum"
 admin.site.index_title = "Triage"
-
-
-def total_count(column: str):
-    """Occurrences over all time, as a correlated subquery (index-only on the buckets' indexes)."""
-    buckets = (
-        OccurrenceBucket.objects.filter(**{column: OuterRef("pk")})
-        .order_by()
-        .values(column)
-        .annotate(total=Sum("count"))
-        .values("total")
-    )
-    return Coalesce(Subquery(buckets), 0)
 
 
 class EventTypeFilter(admin.SimpleListFilter):
@@ -65,11 +51,11 @@ class AssignGroupForm(forms.Form):
 
 
 class InstanceOccurrences:
-    """The occurrences column of instance lists: the `occurrences` annotation of their get_queryset."""
+    """The occurrences column of instance lists and pages."""
 
     @admin.display(description="occurrences")
     def occurrences(self, instance):
-        return instance.occurrences
+        return instance.total_count
 
 
 class EventInstanceInline(InstanceOccurrences, admin.TabularInline):
@@ -80,9 +66,6 @@ class EventInstanceInline(InstanceOccurrences, admin.TabularInline):
     can_delete = False
     show_change_link = False
     ordering = ["-last_seen"]
-
-    def get_queryset(self, request):
-        return super().get_queryset(request).annotate(occurrences=total_count("event_instance"))
 
     def has_add_permission(self, request, obj=None):
         return False
@@ -144,13 +127,7 @@ class EventBaseAdmin(ShownRowsAdmin):
     readonly_fields = [name for name in fields if name != "event_group"]
 
     def get_queryset(self, request):
-        return (
-            super()
-            .get_queryset(request)
-            .annotate(
-                total_occurrences=total_count("event_base"), hourly=hourly_counts("event_base_id", "events_eventbase")
-            )
-        )
+        return super().get_queryset(request).annotate(hourly=hourly_counts("event_base_id", "events_eventbase"))
 
     def get_search_results(self, request, queryset, search_term):
         term = search_term.strip()
@@ -180,7 +157,7 @@ class EventBaseAdmin(ShownRowsAdmin):
 
     @admin.display(description="total")
     def total(self, base):
-        return base.total_occurrences
+        return base.total_count
 
     @admin.display(description="24h")
     def last_24h(self, base):
@@ -261,14 +238,7 @@ class EventInstanceAdmin(InstanceOccurrences, ShownRowsAdmin):
     readonly_fields = fields
 
     def get_queryset(self, request):
-        return (
-            super()
-            .get_queryset(request)
-            .annotate(
-                occurrences=total_count("event_instance"),
-                hourly=hourly_counts("event_instance_id", "events_eventinstance"),
-            )
-        )
+        return super().get_queryset(request).annotate(hourly=hourly_counts("event_instance_id", "events_eventinstance"))
 
     def has_add_permission(self, request):
         return False

@@ -79,6 +79,8 @@ class EventBase(models.Model):
     latest_message = models.TextField(blank=True, default="")
     first_seen = models.DateTimeField()
     last_seen = models.DateTimeField()
+    # Kept by the capture statement and by pruning: the sum of the base's buckets, read without them.
+    total_count = models.BigIntegerField(default=0, db_default=0)
 
     class Meta:
         constraints = [
@@ -139,6 +141,10 @@ class EventInstance(models.Model):
     latest_message = models.TextField(blank=True, default="")
     first_seen = models.DateTimeField()
     last_seen = models.DateTimeField()
+    # Kept by the capture statement and by pruning: the sum of the instance's buckets' counts and grouping
+    # counters, so /detail and the admin read one row, not every bucket of a busy instance's history.
+    total_count = models.BigIntegerField(default=0, db_default=0)
+    counters = models.JSONField(default=dict, db_default=models.Value({}, output_field=models.JSONField()))
 
     class Meta:
         constraints = [

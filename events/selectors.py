@@ -237,15 +237,9 @@ def _series(base_ids: list[int], start: datetime, end: datetime) -> tuple[dict, 
 DETAIL_SQL = """
 SELECT i.id, b.id, b.event_group_id, b.environment_id, b.service_id, b.event_type, b.event_name,
        i.latest_message, i.raw_data::text, i.raw_details::text, i.generic_data::text, b.processed_data::text,
-       i.processed_details::text, i.first_seen, i.last_seen, totals.total_count, totals.counters::text
+       i.processed_details::text, i.first_seen, i.last_seen, i.total_count, i.counters::text
 FROM events_eventinstance i
 JOIN events_eventbase b ON b.id = i.event_base_id
-CROSS JOIN LATERAL (
-    SELECT COALESCE(sum(o.count), 0) AS total_count,
-           COALESCE(eventsum_sum_counters(o.counters) FILTER (WHERE o.counters <> '{}'::jsonb), '{}'::jsonb)
-               AS counters
-    FROM events_occurrencebucket o WHERE o.event_instance_id = i.id
-) AS totals
 WHERE i.id = %(instance_id)s::bigint
 """
 PREPARED_DETAIL = PreparedStatement("eventsum_detail", DETAIL_SQL)

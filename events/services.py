@@ -396,7 +396,8 @@ BASE_CONFLICT = """
         first_seen = LEAST(b.first_seen, EXCLUDED.first_seen),
         last_seen = GREATEST(b.last_seen, EXCLUDED.last_seen),
         latest_message = CASE WHEN EXCLUDED.last_seen >= b.last_seen
-                              THEN EXCLUDED.latest_message ELSE b.latest_message END
+                              THEN EXCLUDED.latest_message ELSE b.latest_message END,
+        total_count = b.total_count + EXCLUDED.total_count
 """
 # Written when a base is new, and again only when it brings a message not seen before.
 SEARCH_CONFLICT = """
@@ -415,7 +416,10 @@ INSTANCE_CONFLICT = """
                                  THEN EXCLUDED.processed_details ELSE i.processed_details END,
         filters = CASE WHEN EXCLUDED.last_seen >= i.last_seen THEN EXCLUDED.filters ELSE i.filters END,
         latest_message = CASE WHEN EXCLUDED.last_seen >= i.last_seen
-                              THEN EXCLUDED.latest_message ELSE i.latest_message END
+                              THEN EXCLUDED.latest_message ELSE i.latest_message END,
+        total_count = i.total_count + EXCLUDED.total_count,
+        counters = CASE WHEN EXCLUDED.counters = '{}'::jsonb THEN i.counters
+                        ELSE eventsum_merge_counters(i.counters, EXCLUDED.counters) END
 """
 BUCKET_CONFLICT = """
     ON CONFLICT ON CONSTRAINT bucket_identity DO UPDATE SET
@@ -426,11 +430,11 @@ BUCKET_CONFLICT = """
 """
 BASE_COLUMNS = """events_eventbase AS b (
         service_id, environment_id, event_type, event_name, processed_data_hash, processed_data,
-        normalization_version, event_group_id, latest_message, first_seen, last_seen)"""
+        normalization_version, event_group_id, latest_message, first_seen, last_seen, total_count)"""
 SEARCH_COLUMNS = "events_eventbasesearch AS s (event_base_id, static_text, messages_text, trigrams)"
 INSTANCE_COLUMNS = """events_eventinstance AS i (
         event_base_id, generic_data_hash, generic_data, filters, raw_data, raw_details, processed_details,
-        latest_message, first_seen, last_seen)"""
+        latest_message, first_seen, last_seen, total_count, counters)"""
 BUCKET_COLUMNS = """events_occurrencebucket AS o (
         event_instance_id, event_base_id, service_id, bucket_start, count, last_seen, counters)"""
 
@@ -461,14 +465,15 @@ WITH base_input AS (
     SELECT * FROM unnest(
         %(b_idx)s::int[], %(b_service)s::bigint[], %(b_environment)s::bigint[], %(b_type)s::text[],
         %(b_name)s::text[], %(b_hash)s::text[], %(b_data)s::jsonb[], %(b_message)s::text[],
-        %(b_static_text)s::text[], %(b_trigrams)s::text[], %(b_first)s::timestamptz[], %(b_last)s::timestamptz[]
+        %(b_static_text)s::text[], %(b_trigrams)s::text[], %(b_first)s::timestamptz[], %(b_last)s::timestamptz[],
+        %(b_count)s::bigint[]
     ) AS t(idx, service_id, environment_id, event_type, event_name, hash, data, message, static_text,
-           trigrams, first_seen, last_seen)
+           trigrams, first_seen, last_seen, total)
 ), bases AS (
     INSERT INTO {BASE_COLUMNS}
     SELECT service_id, environment_id, event_type, event_name, hash,
            COALESCE(data, ({STORED_PROCESSED_DATA_OF_INPUT})), %(version)s, %(default_group)s, message,
-           first_seen, last_seen
+           first_seen, last_seen, total
     FROM base_input ORDER BY idx
     {BASE_CONFLICT}
     RETURNING id, service_id, environment_id, event_type, event_name, processed_data_hash, event_group_id
@@ -489,16 +494,17 @@ WITH base_input AS (
     SELECT * FROM unnest(
         %(i_idx)s::int[], %(i_base_idx)s::int[], %(i_hash)s::text[], %(i_generic)s::jsonb[],
         %(i_filters)s::jsonb[], %(i_raw)s::jsonb[], %(i_details)s::jsonb[], %(i_processed_details)s::jsonb[],
-        %(i_message)s::text[], %(i_first)s::timestamptz[], %(i_last)s::timestamptz[]
+        %(i_message)s::text[], %(i_first)s::timestamptz[], %(i_last)s::timestamptz[], %(i_count)s::bigint[],
+        %(i_counters)s::jsonb[]
     ) AS t(idx, base_idx, hash, generic_data, filters, raw_data, raw_details, processed_details, message,
-           first_seen, last_seen)
+           first_seen, last_seen, total, counters)
 ), instance_bases AS (
     SELECT ii.*, br.base_id, br.service_id, br.event_group_id
     FROM instance_input ii JOIN base_rows br ON br.idx = ii.base_idx
 ), instances AS (
     INSERT INTO {INSTANCE_COLUMNS}
     SELECT base_id, hash, COALESCE(generic_data, ({STORED_GENERIC_DATA_OF_INPUT})),
-           filters, raw_data, raw_details, processed_details, message, first_seen, last_seen
+           filters, raw_data, raw_details, processed_details, message, first_seen, last_seen, total, counters
     FROM instance_bases ORDER BY idx
     {INSTANCE_CONFLICT}
     RETURNING id, event_base_id, generic_data_hash
@@ -533,7 +539,7 @@ WITH bases AS (
     VALUES (%(b_service)s::bigint, %(b_environment)s::bigint, %(b_type)s::text, %(b_name)s::text,
             %(b_hash)s::text, COALESCE(%(b_data)s::jsonb, ({STORED_PROCESSED_DATA_OF_ONE})), %(version)s::int,
             %(default_group)s::bigint, %(b_message)s::text,
-            %(b_first)s::timestamptz, %(b_last)s::timestamptz)
+            %(b_first)s::timestamptz, %(b_last)s::timestamptz, %(k_count)s::bigint)
     {BASE_CONFLICT}
     RETURNING id, event_group_id
 ), searches AS (
@@ -545,7 +551,8 @@ WITH bases AS (
     INSERT INTO {INSTANCE_COLUMNS}
     SELECT id, %(i_hash)s::text, COALESCE(%(i_generic)s::jsonb, ({STORED_GENERIC_DATA_OF_ONE})),
            %(i_filters)s::jsonb, %(i_raw)s::jsonb, %(i_details)s::jsonb,
-           %(i_processed_details)s::jsonb, %(i_message)s::text, %(i_first)s::timestamptz, %(i_last)s::timestamptz
+           %(i_processed_details)s::jsonb, %(i_message)s::text, %(i_first)s::timestamptz, %(i_last)s::timestamptz,
+           %(k_count)s::bigint, %(k_counters)s::jsonb
     FROM bases
     {INSTANCE_CONFLICT}
     RETURNING id, event_base_id
@@ -611,6 +618,7 @@ def _upsert_parameters(bases: dict[tuple, _BaseRow], *, omit_stored: bool) -> tu
         p["b_trigrams"].append(" ".join(trigrams_of(base.message).union(static_trigrams)))
         p["b_first"].append(base.first_seen)
         p["b_last"].append(base.last_seen)
+        base_count = 0
         for generic_hash in sorted(base.instances):
             instance = base.instances[generic_hash]
             latest = instance.event
@@ -627,6 +635,7 @@ def _upsert_parameters(bases: dict[tuple, _BaseRow], *, omit_stored: bool) -> tu
             p["i_message"].append(latest.message)
             p["i_first"].append(instance.first_seen)
             p["i_last"].append(instance.last_seen)
+            instance_count, instance_counters = 0, {}
             for start in sorted(instance.buckets):
                 bucket = instance.buckets[start]
                 p["k_instance_idx"].append(instance_idx)
@@ -634,6 +643,12 @@ def _upsert_parameters(bases: dict[tuple, _BaseRow], *, omit_stored: bool) -> tu
                 p["k_count"].append(bucket.count)
                 p["k_last"].append(bucket.last_seen)
                 p["k_counters"].append(compact_json(bucket.counters))
+                instance_count += bucket.count
+                _merge_counters(instance_counters, bucket.counters)
+            p["i_count"].append(instance_count)
+            p["i_counters"].append(compact_json(instance_counters))
+            base_count += instance_count
+        p["b_count"].append(base_count)
     p.update(version=NORMALIZATION_VERSION, default_group=DEFAULT_GROUP_ID, search_cap=SEARCH_TEXT_CAP)
     return dict(p), instance_keys
 

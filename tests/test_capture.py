@@ -326,6 +326,22 @@ def test_count_by_message_counts_per_message_across_requests_and_arrays(client, 
     assert OccurrenceBucket.objects.get().counters == {"count_by_message": {"a": 3, "b": 1}}
 
 
+def test_instances_and_bases_keep_running_totals_of_their_buckets(capture):
+    from tests.conftest import assert_totals_match_buckets
+
+    counted = {"configurable_groupings": ["count_by_message"]}
+    capture(make_event(message="a", timestamp="2020-01-01 00:00:01", **counted))  # the one-row statement
+    capture(  # the batch statement: two instances, one of them over two buckets
+        [make_event(message=m, timestamp=f"2020-01-01 00:0{i % 2}:30", **counted) for i, m in enumerate("abab")]
+        + [make_event(lineno=99, timestamp="2020-01-01 00:00:30")]
+    )
+    assert assert_totals_match_buckets() == 2
+    first, second = EventInstance.objects.order_by("id")
+    assert (first.total_count, first.counters) == (5, {"count_by_message": {"a": 3, "b": 2}})
+    assert (second.total_count, second.counters) == (1, {})
+    assert EventBase.objects.get().total_count == 6
+
+
 def test_the_orm_save_path_derives_the_same_hashes_as_the_capture_path(capture):
     result = capture(EXAMPLE_EVENT)
     captured = EventInstance.objects.get(pk=result["event_instance_id"])
@@ -442,3 +458,23 @@ class TestUnchangingDataIsSentOnce:
         assert EventInstance.objects.get(pk=second[1]["event_instance_id"]).generic_data == generic
         counts = dict(OccurrenceBucket.objects.values_list("event_instance_id", "count"))
         assert counts == {first[0]["event_instance_id"]: 2, second[1]["event_instance_id"]: 1}
+
+
+def test_the_migration_backfills_running_totals_from_the_buckets(capture):
+    from importlib import import_module
+
+    from django.db import connection
+
+    from tests.conftest import assert_totals_match_buckets
+
+    counted = {"configurable_groupings": ["count_by_message"]}
+    capture([make_event(message=m, timestamp=f"2020-01-01 00:0{i}:00", **counted) for i, m in enumerate("aab")])
+    capture([make_event(event_name="Other", lineno=n) for n in (1, 2, 2)])
+    with connection.cursor() as cursor:  # as rows stored before the columns existed read
+        cursor.execute("UPDATE events_eventinstance SET total_count = 0, counters = '{}'")
+        cursor.execute("UPDATE events_eventbase SET total_count = 0")
+        cursor.execute(import_module("events.migrations.0013_running_totals").BACKFILL)
+    assert assert_totals_match_buckets() == 3
+    assert EventInstance.objects.get(event_base__event_name="ZeroDivisionError").counters == {
+        "count_by_message": {"a": 2, "b": 1}
+    }

@@ -10,7 +10,7 @@ from django.db import DatabaseError, connection
 from django.db.models import Sum
 
 from events.models import EventBase, EventInstance, OccurrenceBucket
-from tests.conftest import make_event
+from tests.conftest import assert_totals_match_buckets, make_event
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -40,12 +40,19 @@ def test_parallel_clients_sending_the_same_new_event_make_one_of_each_row_and_co
     assert EventInstance.objects.count() == 1
     bucket = OccurrenceBucket.objects.get()
     assert bucket.count == CLIENTS * REQUESTS_PER_CLIENT
+    assert assert_totals_match_buckets() == 1
 
 
 def test_parallel_arrays_over_overlapping_rows_in_any_order_neither_deadlock_nor_lose_counts(live_server):
     # 6 bases x 2 instances x 2 buckets, each client sending them shuffled, several times over.
     kinds = [
-        make_event(event_name=f"Error{b}", lineno=line, timestamp=f"2024-05-01 12:0{minute}:00", message=f"m{b}")
+        make_event(
+            event_name=f"Error{b}",
+            lineno=line,
+            timestamp=f"2024-05-01 12:0{minute}:00",
+            message=f"m{b}",
+            configurable_groupings=["count_by_message"],
+        )
         for b in range(6)
         for line in (1, 2)
         for minute in (0, 1)
@@ -70,6 +77,7 @@ def test_parallel_arrays_over_overlapping_rows_in_any_order_neither_deadlock_nor
     assert EventInstance.objects.count() == 12
     assert OccurrenceBucket.objects.count() == 24
     assert OccurrenceBucket.objects.aggregate(total=Sum("count"))["total"] == CLIENTS * rounds * (len(kinds) + 5)
+    assert assert_totals_match_buckets() == 12
 
 
 def test_captures_racing_deletions_of_their_rows_are_all_stored_with_their_full_data(live_server):
@@ -122,3 +130,45 @@ def test_captures_racing_deletions_of_their_rows_are_all_stored_with_their_full_
     assert rows_with_their_data() == expected  # every row back, each with its data
     counts = OccurrenceBucket.objects.values_list("count", flat=True)
     assert all(count >= rounds_after for count in counts) and len(counts) >= len(kinds)
+    assert assert_totals_match_buckets() == len(kinds)
+
+
+def test_captures_of_old_events_racing_the_prune_keep_the_running_totals_exact(live_server):
+    # Events older than the retention: the prune deletes their buckets (and then their rows) while they
+    # arrive, locking buckets before instances where a capture locks instances first.
+    from datetime import UTC, datetime, timedelta
+    from io import StringIO
+
+    from django.core.management import call_command
+
+    old = (datetime.now(UTC) - timedelta(days=120)).strftime("%Y-%m-%d %H:%M:%S")
+    kinds = [
+        make_event(event_name=f"Late{b}", lineno=line, timestamp=old, configurable_groupings=["count_by_message"])
+        for b in range(2)
+        for line in (1, 2)
+    ]
+    url = live_server.url + "/capture"
+    pruning = True
+
+    def client(seed):
+        shuffler = random.Random(seed)
+        return [post(url, shuffler.sample(kinds, 3) if n % 2 else shuffler.choice(kinds)) for n in range(30)]
+
+    def pruner(_):
+        runs = 0
+        try:
+            while pruning or runs < 2:
+                call_command("prune_events", "--batch-size", "1", stdout=StringIO())
+                runs += 1
+        finally:
+            connection.close()
+        return runs
+
+    with ThreadPoolExecutor(CLIENTS + 1) as pool:
+        prune_runs = pool.submit(pruner, None)
+        statuses = [status for batch in pool.map(client, range(CLIENTS)) for status in batch]
+        pruning = False
+        assert prune_runs.result() >= 2
+
+    assert statuses == [200] * CLIENTS * 30
+    assert_totals_match_buckets()

@@ -16,7 +16,7 @@ from django.core.management import call_command
 
 from events.models import EventBase, EventInstance, OccurrenceBucket
 from events.observability import JsonLineFormatter
-from tests.conftest import make_event, post_json
+from tests.conftest import assert_totals_match_buckets, make_event, post_json
 
 pytestmark = pytest.mark.django_db
 ROOT = Path(__file__).resolve().parent.parent
@@ -210,8 +210,10 @@ class TestPrune:
         ids = {}
         ids["O"] = capture([make_event(event_name="O", lineno=n, timestamp=old) for n in (1, 2)])["results"][0]
         ids["M-old"] = capture(make_event(event_name="M", lineno=1, timestamp=old))
-        ids["M-new"] = capture(make_event(event_name="M", lineno=2, timestamp=recent))
-        capture(make_event(event_name="M", lineno=2, timestamp=old))  # an old bucket of the recent instance
+        counted = {"configurable_groupings": ["count_by_message"]}
+        ids["M-new"] = capture(make_event(event_name="M", lineno=2, timestamp=recent, message="now", **counted))
+        # Old buckets of the recent instance: one message only they hold, one it holds now too.
+        capture([make_event(event_name="M", lineno=2, timestamp=old, message=m, **counted) for m in ("then", "now")])
         ids["T"] = capture(make_event(event_name="T", timestamp=old))
         group = triager.post("/groups", {"name": "keep"}, format="json").json()["id"]
         triager.post("/assign_group", {"event_id": ids["T"]["event_base_id"], "group_id": group}, format="json")
@@ -240,6 +242,11 @@ class TestPrune:
         }
         (bucket,) = OccurrenceBucket.objects.all()
         assert bucket.event_instance_id == data["M-new"]["event_instance_id"]
+        # The running totals lost what the deleted buckets held: T keeps its base and instance with 0.
+        assert assert_totals_match_buckets() == 2
+        m_new = EventInstance.objects.get(id=data["M-new"]["event_instance_id"])
+        assert (m_new.total_count, m_new.counters) == (1, {"count_by_message": {"now": 1}})
+        assert EventBase.objects.get(event_name="T").total_count == 0
 
     def test_old_buckets_of_every_service_go_and_recent_ones_stay(self, capture):
         now = datetime.now(UTC)

@@ -113,3 +113,11 @@ def test_soak_counts_are_exact_under_mixed_load_with_triage_and_prune(stack):
         "FROM events_eventbase GROUP BY 1, 2, 3, 4, 5 HAVING count(*) > 1) d"
     )[0][0]
     assert duplicates == 0
+    # The running totals stayed exact through captures racing the prune (old events included).
+    off_totals = stack.sql(
+        "SELECT (SELECT count(*) FROM events_eventinstance i WHERE i.total_count <> COALESCE("
+        "    (SELECT sum(count) FROM events_occurrencebucket o WHERE o.event_instance_id = i.id), 0)), "
+        "(SELECT count(*) FROM events_eventbase b WHERE b.total_count <> COALESCE("
+        "    (SELECT sum(count) FROM events_occurrencebucket o WHERE o.event_base_id = b.id), 0))"
+    )[0]
+    assert off_totals == (0, 0)

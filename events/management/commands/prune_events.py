@@ -1,7 +1,9 @@
 """Retention: drop occurrence buckets older than EVENTSUM_RETENTION_DAYS, then the instances and bases
 left with no occurrences (bases triaged into a group other than 0 stay, with their instances).
 
-Runs in batches, each its own short transaction, so captures are never blocked for long.
+Runs in batches, each its own short transaction, so captures are never blocked for long. The running
+totals of the instances and bases (total_count, counters) lose what their deleted buckets held, in the
+same transaction.
 """
 
 import time
@@ -9,7 +11,8 @@ from datetime import UTC, datetime, timedelta
 
 from django.conf import settings
 from django.core.management.base import BaseCommand
-from django.db import connection, transaction
+from django.db import DatabaseError, connection, transaction
+from psycopg2 import errors as pg_errors
 
 from events.models import DEFAULT_GROUP_ID
 
@@ -25,7 +28,30 @@ STEPS = [
         WHERE service_id = ANY(ARRAY(SELECT id FROM events_service)) AND bucket_start < %(cutoff)s
         ORDER BY service_id, bucket_start LIMIT %(batch)s
         """,
-        "DELETE FROM events_occurrencebucket WHERE id = ANY(%(ids)s) AND bucket_start < %(cutoff)s",
+        # RETURNING gives the counts as deleted, after any capture that updated the row meanwhile.
+        """
+        WITH gone AS (
+            DELETE FROM events_occurrencebucket WHERE id = ANY(%(ids)s) AND bucket_start < %(cutoff)s
+            RETURNING event_instance_id, event_base_id, count, counters
+        ), instances AS (
+            UPDATE events_eventinstance i
+            SET total_count = i.total_count - g.total,
+                counters = CASE WHEN g.counters = '{}'::jsonb THEN i.counters
+                                ELSE eventsum_subtract_counters(i.counters, g.counters) END
+            FROM (
+                SELECT event_instance_id, sum(count) AS total,
+                       COALESCE(eventsum_sum_counters(counters) FILTER (WHERE counters <> '{}'::jsonb), '{}'::jsonb)
+                           AS counters
+                FROM gone GROUP BY event_instance_id
+            ) AS g
+            WHERE i.id = g.event_instance_id
+        ), bases AS (
+            UPDATE events_eventbase b SET total_count = b.total_count - g.total
+            FROM (SELECT event_base_id, sum(count) AS total FROM gone GROUP BY event_base_id) AS g
+            WHERE b.id = g.event_base_id
+        )
+        SELECT count(*) FROM gone
+        """,
     ),
     (
         "instances",
@@ -55,6 +81,8 @@ STEPS = [
         """,
     ),
 ]
+
+RACES = (pg_errors.DeadlockDetected, pg_errors.ForeignKeyViolation)
 
 DRY_RUN_COUNTS = {
     "buckets": "SELECT count(*) FROM events_occurrencebucket WHERE bucket_start < %(cutoff)s",
@@ -100,17 +128,38 @@ class Command(BaseCommand):
         for name, select_sql, delete_sql in STEPS:
             totals[name] = 0
             while True:
-                with transaction.atomic(), connection.cursor() as cursor:
-                    cursor.execute(select_sql, parameters)
-                    ids = [row[0] for row in cursor.fetchall()]
-                    if not ids:
-                        break
-                    cursor.execute(delete_sql, {**parameters, "ids": ids})
-                    totals[name] += cursor.rowcount
+                selected, deleted = self.delete_batch(select_sql, delete_sql, parameters)
+                if not selected:
+                    break
+                totals[name] += deleted
                 self.stdout.write(f"  {name}: {totals[name]} deleted so far")
-                if len(ids) < batch_size:
+                if selected < batch_size:
                     break
         with connection.cursor() as cursor:  # rate-limit minutes are only read while current
             cursor.execute("DELETE FROM events_ratewindow WHERE window_start < now() - interval '1 hour'")
         summary = ", ".join(f"{count} {name}" for name, count in totals.items())
         self.stdout.write(f"Deleted {summary} in {time.monotonic() - started:.1f}s")
+
+    @staticmethod
+    def delete_batch(select_sql: str, delete_sql: str, parameters: dict) -> tuple[int, int]:
+        """One batch in one transaction: how many rows were selected, and how many deleted."""
+        attempts = 0
+        while True:
+            try:
+                with transaction.atomic(), connection.cursor() as cursor:
+                    cursor.execute(select_sql, parameters)
+                    ids = [row[0] for row in cursor.fetchall()]
+                    if not ids:
+                        return 0, 0
+                    cursor.execute(delete_sql, {**parameters, "ids": ids})
+                    return len(ids), cursor.fetchone()[0] if cursor.description else cursor.rowcount
+            except DatabaseError as error:
+                # Races with captures of events older than the cutoff (their rows' last_seen stays old):
+                # - a capture locks an instance before its bucket, the opposite order of a bucket batch, and
+                #   PostgreSQL ends one of the two (a deadlock); both retry;
+                # - a capture adds a bucket to an instance (or an instance to a base) this batch found empty;
+                #   the foreign key refuses the delete at commit, and the batch is selected again without it.
+                attempts += 1
+                if not isinstance(error.__cause__, RACES) or attempts == 5:
+                    raise
+                time.sleep(0.05 * attempts)
