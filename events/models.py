@@ -141,10 +141,13 @@ class EventInstance(models.Model):
     latest_message = models.TextField(blank=True, default="")
     first_seen = models.DateTimeField()
     last_seen = models.DateTimeField()
-    # Kept by the capture statement and by pruning: the sum of the instance's buckets' counts and grouping
-    # counters, so /detail and the admin read one row, not every bucket of a busy instance's history.
+    # Kept by the capture statement and by pruning: the sum of the instance's buckets' counts, so /detail and
+    # the admin read one row, not every bucket of a busy instance's history.
     total_count = models.BigIntegerField(default=0, db_default=0)
-    counters = models.JSONField(default=dict, db_default=models.Value({}, output_field=models.JSONField()))
+    # Whether any occurrence brought grouping counters: /detail sums the buckets' counters only then. The sum
+    # itself is not kept here: a grouping like count_by_message has a key per distinct message, so an
+    # instance's all-time counters would grow without bound, and be rewritten by every capture.
+    has_counters = models.BooleanField(default=False, db_default=False)
 
     class Meta:
         constraints = [

@@ -237,7 +237,11 @@ def _series(base_ids: list[int], start: datetime, end: datetime) -> tuple[dict, 
 DETAIL_SQL = """
 SELECT i.id, b.id, b.event_group_id, b.environment_id, b.service_id, b.event_type, b.event_name,
        i.latest_message, i.raw_data::text, i.raw_details::text, i.generic_data::text, b.processed_data::text,
-       i.processed_details::text, i.first_seen, i.last_seen, i.total_count, i.counters::text
+       i.processed_details::text, i.first_seen, i.last_seen, i.total_count,
+       CASE WHEN i.has_counters THEN (
+           SELECT COALESCE(eventsum_sum_counters(o.counters) FILTER (WHERE o.counters <> '{}'::jsonb), '{}'::jsonb)
+           FROM events_occurrencebucket o WHERE o.event_instance_id = i.id
+       ) ELSE '{}'::jsonb END::text
 FROM events_eventinstance i
 JOIN events_eventbase b ON b.id = i.event_base_id
 WHERE i.id = %(instance_id)s::bigint

@@ -418,8 +418,7 @@ INSTANCE_CONFLICT = """
         latest_message = CASE WHEN EXCLUDED.last_seen >= i.last_seen
                               THEN EXCLUDED.latest_message ELSE i.latest_message END,
         total_count = i.total_count + EXCLUDED.total_count,
-        counters = CASE WHEN EXCLUDED.counters = '{}'::jsonb THEN i.counters
-                        ELSE eventsum_merge_counters(i.counters, EXCLUDED.counters) END
+        has_counters = i.has_counters OR EXCLUDED.has_counters
 """
 BUCKET_CONFLICT = """
     ON CONFLICT ON CONSTRAINT bucket_identity DO UPDATE SET
@@ -434,7 +433,7 @@ BASE_COLUMNS = """events_eventbase AS b (
 SEARCH_COLUMNS = "events_eventbasesearch AS s (event_base_id, static_text, messages_text, trigrams)"
 INSTANCE_COLUMNS = """events_eventinstance AS i (
         event_base_id, generic_data_hash, generic_data, filters, raw_data, raw_details, processed_details,
-        latest_message, first_seen, last_seen, total_count, counters)"""
+        latest_message, first_seen, last_seen, total_count, has_counters)"""
 BUCKET_COLUMNS = """events_occurrencebucket AS o (
         event_instance_id, event_base_id, service_id, bucket_start, count, last_seen, counters)"""
 
@@ -495,16 +494,16 @@ WITH base_input AS (
         %(i_idx)s::int[], %(i_base_idx)s::int[], %(i_hash)s::text[], %(i_generic)s::jsonb[],
         %(i_filters)s::jsonb[], %(i_raw)s::jsonb[], %(i_details)s::jsonb[], %(i_processed_details)s::jsonb[],
         %(i_message)s::text[], %(i_first)s::timestamptz[], %(i_last)s::timestamptz[], %(i_count)s::bigint[],
-        %(i_counters)s::jsonb[]
+        %(i_has_counters)s::boolean[]
     ) AS t(idx, base_idx, hash, generic_data, filters, raw_data, raw_details, processed_details, message,
-           first_seen, last_seen, total, counters)
+           first_seen, last_seen, total, has_counters)
 ), instance_bases AS (
     SELECT ii.*, br.base_id, br.service_id, br.event_group_id
     FROM instance_input ii JOIN base_rows br ON br.idx = ii.base_idx
 ), instances AS (
     INSERT INTO {INSTANCE_COLUMNS}
     SELECT base_id, hash, COALESCE(generic_data, ({STORED_GENERIC_DATA_OF_INPUT})),
-           filters, raw_data, raw_details, processed_details, message, first_seen, last_seen, total, counters
+           filters, raw_data, raw_details, processed_details, message, first_seen, last_seen, total, has_counters
     FROM instance_bases ORDER BY idx
     {INSTANCE_CONFLICT}
     RETURNING id, event_base_id, generic_data_hash
@@ -552,7 +551,7 @@ WITH bases AS (
     SELECT id, %(i_hash)s::text, COALESCE(%(i_generic)s::jsonb, ({STORED_GENERIC_DATA_OF_ONE})),
            %(i_filters)s::jsonb, %(i_raw)s::jsonb, %(i_details)s::jsonb,
            %(i_processed_details)s::jsonb, %(i_message)s::text, %(i_first)s::timestamptz, %(i_last)s::timestamptz,
-           %(k_count)s::bigint, %(k_counters)s::jsonb
+           %(k_count)s::bigint, %(k_counters)s::jsonb <> '{{}}'::jsonb
     FROM bases
     {INSTANCE_CONFLICT}
     RETURNING id, event_base_id
@@ -635,7 +634,7 @@ def _upsert_parameters(bases: dict[tuple, _BaseRow], *, omit_stored: bool) -> tu
             p["i_message"].append(latest.message)
             p["i_first"].append(instance.first_seen)
             p["i_last"].append(instance.last_seen)
-            instance_count, instance_counters = 0, {}
+            instance_count, has_counters = 0, False
             for start in sorted(instance.buckets):
                 bucket = instance.buckets[start]
                 p["k_instance_idx"].append(instance_idx)
@@ -644,9 +643,9 @@ def _upsert_parameters(bases: dict[tuple, _BaseRow], *, omit_stored: bool) -> tu
                 p["k_last"].append(bucket.last_seen)
                 p["k_counters"].append(compact_json(bucket.counters))
                 instance_count += bucket.count
-                _merge_counters(instance_counters, bucket.counters)
+                has_counters = has_counters or bool(bucket.counters)
             p["i_count"].append(instance_count)
-            p["i_counters"].append(compact_json(instance_counters))
+            p["i_has_counters"].append(has_counters)
             base_count += instance_count
         p["b_count"].append(base_count)
     p.update(version=NORMALIZATION_VERSION, default_group=DEFAULT_GROUP_ID, search_cap=SEARCH_TEXT_CAP)

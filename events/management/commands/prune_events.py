@@ -2,8 +2,8 @@
 left with no occurrences (bases triaged into a group other than 0 stay, with their instances).
 
 Runs in batches, each its own short transaction, so captures are never blocked for long. The running
-totals of the instances and bases (total_count, counters) lose what their deleted buckets held, in the
-same transaction.
+totals of the instances and bases (total_count) lose what their deleted buckets held, in the same
+transaction.
 """
 
 import time
@@ -32,18 +32,10 @@ STEPS = [
         """
         WITH gone AS (
             DELETE FROM events_occurrencebucket WHERE id = ANY(%(ids)s) AND bucket_start < %(cutoff)s
-            RETURNING event_instance_id, event_base_id, count, counters
+            RETURNING event_instance_id, event_base_id, count
         ), instances AS (
-            UPDATE events_eventinstance i
-            SET total_count = i.total_count - g.total,
-                counters = CASE WHEN g.counters = '{}'::jsonb THEN i.counters
-                                ELSE eventsum_subtract_counters(i.counters, g.counters) END
-            FROM (
-                SELECT event_instance_id, sum(count) AS total,
-                       COALESCE(eventsum_sum_counters(counters) FILTER (WHERE counters <> '{}'::jsonb), '{}'::jsonb)
-                           AS counters
-                FROM gone GROUP BY event_instance_id
-            ) AS g
+            UPDATE events_eventinstance i SET total_count = i.total_count - g.total
+            FROM (SELECT event_instance_id, sum(count) AS total FROM gone GROUP BY event_instance_id) AS g
             WHERE i.id = g.event_instance_id
         ), bases AS (
             UPDATE events_eventbase b SET total_count = b.total_count - g.total
