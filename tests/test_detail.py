@@ -64,3 +64,16 @@ def test_a_missing_or_malformed_id_is_a_400_naming_it(reader, params, field):
     response = reader.get("/detail", params)
     assert response.status_code == 400
     assert field in response.json()
+
+
+def test_counters_sum_only_the_buckets_that_have_them(reader, capture):
+    grouped = {"configurable_groupings": ["count_by_message"]}
+    capture(make_event(message="plain", timestamp="2024-05-01 11:00:00"))
+    capture(make_event(message="a", timestamp="2024-05-01 12:00:00", **grouped))
+    instance_id = capture(make_event(message="a", timestamp="2024-05-01 13:00:00", **grouped))["event_instance_id"]
+    ungrouped_id = capture(make_event(lineno=7, message="plain"))["event_instance_id"]
+
+    detail = reader.get("/detail", {"event_id": instance_id}).json()
+    assert (detail["total_count"], detail["counters"]) == (3, {"count_by_message": {"a": 2}})
+    ungrouped = reader.get("/detail", {"event_id": ungrouped_id}).json()
+    assert (ungrouped["total_count"], ungrouped["counters"]) == (1, {})
