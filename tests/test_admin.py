@@ -172,3 +172,17 @@ def test_a_later_page_runs_the_per_row_subqueries_for_its_own_rows_only(staff, m
     assert re.findall(rf'<td class="{column}">(\d+)</td>', html) == [str(int(name[1]) + 1) for name in names]
     reading_buckets = [q["sql"] for q in queries.captured_queries if "events_occurrencebucket" in q["sql"]]
     assert reading_buckets and not any("OFFSET" in sql for sql in reading_buckets), reading_buckets
+
+
+def test_a_base_page_shows_its_latest_instances_and_links_to_them_all(staff, monkeypatch):
+    import events.admin
+
+    monkeypatch.setattr(events.admin, "INSTANCES_SHOWN", 2)
+    for line, moment in ((1, "00:01"), (2, "00:04"), (3, "00:02"), (4, "00:03")):
+        capture_events([make_event(lineno=line, timestamp=f"2024-05-01 12:{moment}:00")])
+    base = EventBase.objects.get()
+    latest = list(base.instances.order_by("-last_seen").values_list("id", flat=True))[:2]
+    html = staff.get(f"/admin/events/eventbase/{base.id}/change/").content.decode()
+    shown = [int(i) for i in re.findall(r'/admin/events/eventinstance/(\d+)/change/">#', html)]
+    assert shown == latest
+    assert f'?event_base__id__exact={base.id}">all 4 →</a>' in html
