@@ -263,7 +263,7 @@ def seed_search_data(bases: int = 10_000, instances_per_base: int = 10, buckets_
     """Bulk SQL: 10 services of 1,000 bases, 10 instances each, 10 one-minute buckets each, over 7 days."""
     from importlib import import_module
 
-    from django.db import DatabaseError, connection
+    from django.db import DatabaseError, connection, transaction
     from psycopg2.extras import execute_values
 
     from events.demo import make_base_templates
@@ -350,8 +350,9 @@ def seed_search_data(bases: int = 10_000, instances_per_base: int = 10, buckets_
             """,
             [buckets_per_instance, service_ids],
         )
-        # The instances' and bases' running totals, as captures would have kept them: the migration's backfill.
-        cursor.execute(import_module("events.migrations.0013_running_totals").BACKFILL)
+        # The instances' and bases' running totals, as captures would have kept them.
+        with transaction.atomic():
+            cursor.execute(import_module("events.management.commands.recount_totals").RECOUNT_SQL)
         # As in a database that has been running a while: statistics, hint bits and the visibility map set,
         # so autovacuum doesn't take the seeded million rows on during the measurement.
         cursor.execute("VACUUM ANALYZE")

@@ -133,42 +133,51 @@ def test_captures_racing_deletions_of_their_rows_are_all_stored_with_their_full_
     assert assert_totals_match_buckets() == len(kinds)
 
 
-def test_captures_of_old_events_racing_the_prune_keep_the_running_totals_exact(live_server):
-    # Events older than the retention: the prune deletes their buckets (and then their rows) while they
-    # arrive, locking buckets before instances where a capture locks instances first.
+@pytest.mark.parametrize(
+    ("command", "days_ago"),
+    [
+        # Events older than the retention: the prune deletes their buckets (and then their rows) while they
+        # arrive, locking buckets before instances where a capture locks instances first.
+        (["prune_events", "--batch-size", "1"], 120),
+        # Sums read from the buckets while captures add to them.
+        (["recount_totals"], 0),
+    ],
+    ids=["prune", "recount"],
+)
+def test_captures_racing_a_command_on_the_totals_keep_them_exact(live_server, command, days_ago):
     from datetime import UTC, datetime, timedelta
     from io import StringIO
 
     from django.core.management import call_command
 
-    old = (datetime.now(UTC) - timedelta(days=120)).strftime("%Y-%m-%d %H:%M:%S")
+    moment = (datetime.now(UTC) - timedelta(days=days_ago)).strftime("%Y-%m-%d %H:%M:%S")
     kinds = [
-        make_event(event_name=f"Late{b}", lineno=line, timestamp=old, configurable_groupings=["count_by_message"])
+        make_event(event_name=f"Late{b}", lineno=line, timestamp=moment, configurable_groupings=["count_by_message"])
         for b in range(2)
         for line in (1, 2)
     ]
     url = live_server.url + "/capture"
-    pruning = True
+    running = True
 
     def client(seed):
         shuffler = random.Random(seed)
         return [post(url, shuffler.sample(kinds, 3) if n % 2 else shuffler.choice(kinds)) for n in range(30)]
 
-    def pruner(_):
+    def background(_):
         runs = 0
         try:
-            while pruning or runs < 2:
-                call_command("prune_events", "--batch-size", "1", stdout=StringIO())
+            while running or runs < 2:
+                call_command(*command, stdout=StringIO())
                 runs += 1
         finally:
             connection.close()
         return runs
 
     with ThreadPoolExecutor(CLIENTS + 1) as pool:
-        prune_runs = pool.submit(pruner, None)
+        runs = pool.submit(background, None)
         statuses = [status for batch in pool.map(client, range(CLIENTS)) for status in batch]
-        pruning = False
-        assert prune_runs.result() >= 2
+        running = False
+        assert runs.result() >= 2
 
     assert statuses == [200] * CLIENTS * 30
     assert_totals_match_buckets()
