@@ -7,6 +7,8 @@ Run through `bench/run` (which prepares .venv and wrk). Scenarios, each with 16 
   4. /search and /detail on a database seeded in bulk with 10,000 bases, 100,000 instances and
      1,000,000 buckets (spread over the last 7 days; searches use a 24-hour window)
   5. the reference: /health
+Then, one request at a time in-process, the pages that grow with a row's history: the admin's lists and a
+base page with 2,000 instances, and /detail of an instance with 90 days of counted one-minute buckets.
 """
 
 import argparse
@@ -23,6 +25,7 @@ import time
 import urllib.parse
 import urllib.request
 from collections import Counter
+from importlib import import_module
 from pathlib import Path
 
 import psutil
@@ -261,8 +264,6 @@ def run_wrk(url: str, corpus: Path, method: str, duration: int, server: Server, 
 
 def seed_search_data(bases: int = 10_000, instances_per_base: int = 10, buckets_per_instance: int = 10) -> None:
     """Bulk SQL: 10 services of 1,000 bases, 10 instances each, 10 one-minute buckets each, over 7 days."""
-    from importlib import import_module
-
     from django.db import DatabaseError, connection, transaction
     from psycopg2.extras import execute_values
 
@@ -393,6 +394,102 @@ def search_paths(token: str) -> tuple[Path, Path]:
     return search_file, detail_file
 
 
+def seed_long_histories() -> dict:
+    """Rows with long histories, in a service of their own (after the HTTP scenarios, so they don't change
+    them): an instance with a bucket every minute for 90 days, each with count_by_message counters over 20
+    messages, and a base with 2,000 instances."""
+    from django.db import connection, transaction
+
+    log("seeding an instance with 90 days of buckets and a base with 2,000 instances")
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(
+            "INSERT INTO events_service (name, normalized_name, created_at) VALUES ('seed-hot', 'seed_hot', now()) "
+            "RETURNING id"
+        )
+        service = cursor.fetchone()[0]
+        ids = {}
+        for name, copies in (("hot", 1), ("many", 2000)):
+            # Copies of a seeded base and its first instance, under new identities.
+            cursor.execute(
+                """
+                INSERT INTO events_eventbase (service_id, environment_id, event_type, event_name, processed_data_hash,
+                    processed_data, normalization_version, event_group_id, latest_message, first_seen, last_seen)
+                SELECT %s, environment_id, event_type, %s, md5(%s) || md5(%s), processed_data, 1, 0, latest_message,
+                       now() - interval '90 days', now()
+                FROM events_eventbase ORDER BY id LIMIT 1 RETURNING id
+                """,
+                [service, f"Long{name.title()}Error", name, name],
+            )
+            base = ids[name] = cursor.fetchone()[0]
+            cursor.execute(
+                """
+                INSERT INTO events_eventinstance (event_base_id, generic_data_hash, generic_data, filters, raw_data,
+                    raw_details, processed_details, latest_message, first_seen, last_seen)
+                SELECT %s, md5(%s || k) || md5(k::text), generic_data, filters, raw_data, raw_details,
+                       processed_details, latest_message, now() - interval '90 days', now()
+                FROM (SELECT * FROM events_eventinstance ORDER BY id LIMIT 1) i, generate_series(1, %s) k
+                RETURNING id
+                """,
+                [base, name, copies],
+            )
+            ids[f"{name}_instance"] = cursor.fetchone()[0]
+        cursor.execute(
+            """
+            INSERT INTO events_occurrencebucket (event_instance_id, event_base_id, service_id, bucket_start, count,
+                last_seen, counters)
+            SELECT %s, %s, %s, t, n, t + interval '30 seconds',
+                   jsonb_build_object('count_by_message', jsonb_build_object('order ' || k %% 20 || ' failed', n))
+            FROM generate_series(1, 129600) k,
+                 LATERAL (SELECT date_trunc('minute', now()) - make_interval(mins => k) AS t, 1 + k %% 97 AS n) m
+            ORDER BY t
+            """,
+            [ids["hot_instance"], ids["hot"], service],
+        )
+        cursor.execute(
+            "INSERT INTO events_occurrencebucket (event_instance_id, event_base_id, service_id, bucket_start, count, "
+            "last_seen, counters) SELECT id, event_base_id, %s, date_trunc('minute', now()), 1, now(), '{}' "
+            "FROM events_eventinstance WHERE event_base_id = %s",
+            [service, ids["many"]],
+        )
+        cursor.execute(import_module("events.management.commands.recount_totals").RECOUNT_SQL)
+    with connection.cursor() as cursor:
+        cursor.execute("VACUUM ANALYZE events_occurrencebucket")
+    return ids
+
+
+def probe_long_histories(ids: dict) -> list[tuple[str, float, str]]:
+    """Median wall time of five requests, one at a time, through Django's test client (no HTTP server)."""
+    from django.contrib.auth.models import User
+    from django.test import Client
+
+    user, _ = User.objects.get_or_create(username="bench-admin", defaults={"is_staff": True, "is_superuser": True})
+    client = Client()
+    client.force_login(user)
+    day_ago = urllib.parse.quote(time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(time.time() - 86400)))
+    hot_instance = ids["hot_instance"]
+    pages = [
+        ("admin: base list, first page", "/admin/events/eventbase/", ""),
+        ("admin: base list, last page", "/admin/events/eventbase/?p=200", "10,000 bases, 50 a page"),
+        ("admin: base page, 2,000 instances", f"/admin/events/eventbase/{ids['many']}/change/", ""),
+        ("admin: base page, 90 days of buckets", f"/admin/events/eventbase/{ids['hot']}/change/", "129,600 buckets"),
+        ("admin: instance page, 90 days of buckets", f"/admin/events/eventinstance/{hot_instance}/change/", ""),
+        ("/detail, 90 days of counted buckets", f"/detail?event_id={hot_instance}", "counters summed from 129,600"),
+        ("/search, that service, 24 hours", f"/search?service=seed-hot&start_time={day_ago}", ""),
+    ]
+    figures = []
+    for name, path, note in pages:
+        timings = []
+        for attempt in range(6):
+            started = time.perf_counter()
+            response = client.get(path)
+            if attempt:  # the first warms caches and prepares statements
+                timings.append((time.perf_counter() - started) * 1000)
+            if response.status_code != 200:
+                raise SystemExit(f"{path}: {response.status_code}")
+        figures.append((name, sorted(timings)[len(timings) // 2], note))
+    return figures
+
+
 def storm_counts() -> int:
     from django.db import connection
 
@@ -422,7 +519,7 @@ def main() -> None:
     files = write_corpus(1000)
     url = f"http://127.0.0.1:{PORT}"
 
-    rows = []
+    rows, long_histories = [], []
     server = Server(env, options.workers, options.threads)
     try:
 
@@ -458,6 +555,7 @@ def main() -> None:
             header = f"Authorization: Token {token}"
             scenario("search (24h window)", "", search_file, "get", header=header)
             scenario("detail", "", detail_file, "get", header=header)
+            long_histories = probe_long_histories(seed_long_histories())
     finally:
         server.stop()
         if not env.get("DATABASE_URL"):  # its own embedded PostgreSQL, which nothing else uses
@@ -487,6 +585,15 @@ def main() -> None:
             f"{ratio} | {row['app_cpu_ms']:.2f} / {row['pg_cpu_ms']:.2f} | {row['connections']} | "
             f"{row.get('note', '')} |"
         )
+    if long_histories:
+        lines += [
+            "",
+            "Rows with long histories, one request at a time, in-process (median of five):",
+            "",
+            "| page | ms | note |",
+            "| --- | ---: | --- |",
+        ]
+        lines += [f"| {name} | {ms:.1f} | {note} |" for name, ms, note in long_histories]
     table = "\n".join(lines)
     (OUT / "results.md").write_text(table + "\n")
     (OUT / "results.json").write_text(json.dumps(rows, indent=2))
