@@ -235,7 +235,8 @@ def _series(base_ids: list[int], start: datetime, end: datetime) -> tuple[dict, 
 
 
 # The grouping counters of an instance's buckets, summed per (grouping, key) as one set-based aggregate:
-# 130,000 buckets in ~130 ms, where folding them one by one with eventsum_merge_counters took 2.6 s.
+# an instance with 130,000 counted buckets answers /detail in ~0.55 s, where folding them one by one with
+# eventsum_merge_counters took 2.4 s. Only instances that have counters pay it (has_counters).
 SUMMED_COUNTERS = """
     SELECT COALESCE(jsonb_object_agg(grouping_name, totals), '{}'::jsonb)
     FROM (
