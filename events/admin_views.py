@@ -118,11 +118,11 @@ def _code_line(number, text, *, failing: bool) -> str:
 
 
 class ShownRowsChangeList(ChangeList):
-    """Runs the list's per-row subqueries (totals, the chart) for the shown rows only.
+    """Runs the list's per-row subqueries (the 24-hour chart) for the shown rows only.
 
     On the paginated query itself PostgreSQL would run them for every row the page's OFFSET skips as well:
-    page 200 of 50 rows ran them 10,000 times (~2 s). The page is found first by its primary keys alone
-    (the subqueries are not selected), then those rows are read with them, in the list's order."""
+    page 50 of the seeded 10,000 bases ran them 2,500 times (0.5 s). The page is found first by its primary
+    keys alone (the subqueries are not selected), then those rows are read with them, in the list's order."""
 
     def get_results(self, request):
         super().get_results(request)
