@@ -9,7 +9,7 @@ from django.conf import settings
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 # "…T10:00:00 02:00": an offset whose "+" a URL query turned into a space.
-UNESCAPED_PLUS = re.compile(r"\d \d\d:?\d\d$")
+UNESCAPED_PLUS = re.compile(r"\d\d:\d\d(:\d\d(\.\d+)?)? \d\d:?\d\d$")
 
 
 def parse_time(value) -> datetime:

@@ -343,3 +343,8 @@ def test_a_time_sent_in_a_common_wrong_way_gets_a_hint(reader, query, hint):
     (message,) = response.json()["start_time"]
     assert hint in message, message
     assert "end_time" not in response.json()
+
+
+def test_a_time_without_an_offset_gets_no_offset_hint(reader):
+    (message,) = search(reader, 400, service_id=1, start_time="2024-05-01 25:00")["start_time"]
+    assert "%2B" not in message and "'2024-05-01 25:00' is not a time" in message
