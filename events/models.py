@@ -79,7 +79,8 @@ class EventBase(models.Model):
     latest_message = models.TextField(blank=True, default="")
     first_seen = models.DateTimeField()
     last_seen = models.DateTimeField()
-    # Kept by the capture statement and by pruning: the sum of the base's buckets, read without them.
+    # Kept by the capture statement and by pruning: the sum of the base's buckets (and of its instances'
+    # totals), so a list of bases reads its rows alone, whatever number of instances each has.
     total_count = models.BigIntegerField(default=0, db_default=0)
 
     class Meta:
