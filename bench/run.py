@@ -264,7 +264,7 @@ def run_wrk(url: str, corpus: Path, method: str, duration: int, server: Server, 
 
 def seed_search_data(bases: int = 10_000, instances_per_base: int = 10, buckets_per_instance: int = 10) -> None:
     """Bulk SQL: 10 services of 1,000 bases, 10 instances each, 10 one-minute buckets each, over 7 days."""
-    from django.db import DatabaseError, connection, transaction
+    from django.db import DatabaseError, connection
     from psycopg2.extras import execute_values
 
     from events.demo import make_base_templates
@@ -351,9 +351,8 @@ def seed_search_data(bases: int = 10_000, instances_per_base: int = 10, buckets_
             """,
             [buckets_per_instance, service_ids],
         )
-        # The instances' and bases' running totals, as captures would have kept them.
-        with transaction.atomic():
-            cursor.execute(import_module("events.management.commands.recount_totals").RECOUNT_SQL)
+        # The instances' and bases' running totals, as captures would have kept them: the migration's backfill.
+        cursor.execute(import_module("events.migrations.0013_running_totals").BACKFILL)
         # As in a database that has been running a while: statistics, hint bits and the visibility map set,
         # so autovacuum doesn't take the seeded million rows on during the measurement.
         cursor.execute("VACUUM ANALYZE")
@@ -451,7 +450,7 @@ def seed_long_histories() -> dict:
             "FROM events_eventinstance WHERE event_base_id = %s",
             [service, ids["many"]],
         )
-        cursor.execute(import_module("events.management.commands.recount_totals").RECOUNT_SQL)
+        cursor.execute(import_module("events.migrations.0013_running_totals").BACKFILL)
     with connection.cursor() as cursor:
         cursor.execute("VACUUM ANALYZE events_occurrencebucket")
     return ids

@@ -1,11 +1,9 @@
 from django.db import migrations, models
 
-# The totals of rows stored before this migration, from their buckets; also `manage.py recount_totals`.
-# The SHARE lock holds captures back while it runs (about 6 s per million buckets): one committed between
-# the sums and the row updates would be overwritten by a stale sum.
+# The totals of rows stored before this migration, from their buckets (about 6 s per million buckets).
+# Processes still on the previous version keep counting into buckets only while and after it runs:
+# `manage.py recount_totals`, once every process runs this version, makes the totals exact.
 BACKFILL = """
-LOCK TABLE events_occurrencebucket IN SHARE MODE;
-
 UPDATE events_eventinstance i
 SET total_count = per_instance.total, has_counters = per_instance.has_counters
 FROM (

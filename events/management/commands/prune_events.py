@@ -11,9 +11,10 @@ from datetime import UTC, datetime, timedelta
 
 from django.conf import settings
 from django.core.management.base import BaseCommand
-from django.db import DatabaseError, connection, transaction
+from django.db import connection
 from psycopg2 import errors as pg_errors
 
+from events.batches import in_transaction_retrying
 from events.models import DEFAULT_GROUP_ID
 
 # Each step: what it removes, and the rows it removes (at most %(batch)s of them per statement). The
@@ -74,6 +75,12 @@ STEPS = [
     ),
 ]
 
+# Races with captures of events older than the cutoff (their rows' last_seen stays old), after which a
+# batch runs again:
+# - a capture locks an instance before its bucket, the opposite order of a bucket batch, and PostgreSQL
+#   ends one of the two (a deadlock; the capture retries too);
+# - a capture adds a bucket to an instance (or an instance to a base) this batch found empty; the foreign
+#   key refuses the delete at commit, and the batch is selected again without it.
 RACES = (pg_errors.DeadlockDetected, pg_errors.ForeignKeyViolation)
 
 DRY_RUN_COUNTS = {
@@ -135,23 +142,13 @@ class Command(BaseCommand):
     @staticmethod
     def delete_batch(select_sql: str, delete_sql: str, parameters: dict) -> tuple[int, int]:
         """One batch in one transaction: how many rows were selected, and how many deleted."""
-        attempts = 0
-        while True:
-            try:
-                with transaction.atomic(), connection.cursor() as cursor:
-                    cursor.execute(select_sql, parameters)
-                    ids = [row[0] for row in cursor.fetchall()]
-                    if not ids:
-                        return 0, 0
-                    cursor.execute(delete_sql, {**parameters, "ids": ids})
-                    return len(ids), cursor.fetchone()[0] if cursor.description else cursor.rowcount
-            except DatabaseError as error:
-                # Races with captures of events older than the cutoff (their rows' last_seen stays old):
-                # - a capture locks an instance before its bucket, the opposite order of a bucket batch, and
-                #   PostgreSQL ends one of the two (a deadlock); both retry;
-                # - a capture adds a bucket to an instance (or an instance to a base) this batch found empty;
-                #   the foreign key refuses the delete at commit, and the batch is selected again without it.
-                attempts += 1
-                if not isinstance(error.__cause__, RACES) or attempts == 5:
-                    raise
-                time.sleep(0.05 * attempts)
+
+        def work(cursor) -> tuple[int, int]:
+            cursor.execute(select_sql, parameters)
+            ids = [row[0] for row in cursor.fetchall()]
+            if not ids:
+                return 0, 0
+            cursor.execute(delete_sql, {**parameters, "ids": ids})
+            return len(ids), cursor.fetchone()[0] if cursor.description else cursor.rowcount
+
+        return in_transaction_retrying(work, RACES)

@@ -3,23 +3,77 @@
 The capture statement and prune_events keep them exact; run this after writing buckets by hand in SQL, or
 once after a rolling upgrade to the release that introduced them, whose previous version, still serving
 while the new one migrated, counted occurrences into buckets only.
+
+Works in batches of rows, each its own short transaction, beside live captures: a batch locks its rows
+first, then sums their buckets in a statement of its own. A capture changes a row's buckets only after
+it has locked the row (it updates the base, then the instance, then their buckets), so no capture can
+slip between the sums and the update; captures of those rows wait for the batch, not for the command.
 """
 
 import time
-from importlib import import_module
+from functools import partial
 
 from django.core.management.base import BaseCommand
-from django.db import connection, transaction
+from psycopg2 import errors as pg_errors
 
-# The migration that introduced the totals owns the statement, so the two never disagree.
-RECOUNT_SQL = import_module("events.migrations.0013_running_totals").BACKFILL
+from events.batches import in_transaction_retrying
+
+TABLES = [
+    (
+        "instances",
+        "events_eventinstance",
+        """
+        UPDATE events_eventinstance i
+        SET total_count = COALESCE(s.total, 0), has_counters = COALESCE(s.has_counters, false)
+        FROM unnest(%(ids)s::bigint[]) AS locked(id)
+        LEFT JOIN LATERAL (
+            SELECT sum(o.count) AS total, bool_or(o.counters <> '{}'::jsonb) AS has_counters
+            FROM events_occurrencebucket o WHERE o.event_instance_id = locked.id
+        ) AS s ON true
+        WHERE i.id = locked.id
+        """,
+    ),
+    (
+        "bases",
+        "events_eventbase",
+        """
+        UPDATE events_eventbase b
+        SET total_count = COALESCE((SELECT sum(o.count) FROM events_occurrencebucket o
+                                    WHERE o.event_base_id = b.id), 0)
+        WHERE b.id = ANY(%(ids)s::bigint[])
+        """,
+    ),
+]
 
 
 class Command(BaseCommand):
-    help = "Recompute the instances' and bases' running totals from their buckets (holds captures back meanwhile)."
+    help = "Recompute the instances' and bases' running totals from their buckets, beside live captures."
 
-    def handle(self, **options):
+    def add_arguments(self, parser):
+        parser.add_argument("--batch-size", type=int, default=2000)
+
+    def handle(self, batch_size, **options):
+        if batch_size < 1:
+            self.stderr.write("--batch-size must be at least 1")
+            raise SystemExit(2)
         started = time.monotonic()
-        with transaction.atomic(), connection.cursor() as cursor:
-            cursor.execute(RECOUNT_SQL)
+        for name, table, update_sql in TABLES:
+            done, after = 0, 0
+            while True:
+                batch = partial(self.recount_batch, table=table, update_sql=update_sql, after=after, size=batch_size)
+                ids = in_transaction_retrying(batch, (pg_errors.DeadlockDetected,))
+                done += len(ids)
+                if len(ids) < batch_size:
+                    break
+                after = ids[-1]
+            self.stdout.write(f"  {name}: {done} recounted")
         self.stdout.write(f"Recounted the running totals in {time.monotonic() - started:.1f}s")
+
+    @staticmethod
+    def recount_batch(cursor, *, table: str, update_sql: str, after: int, size: int) -> list[int]:
+        # Two statements: the second's snapshot sees every capture that held one of these rows before.
+        cursor.execute(f"SELECT id FROM {table} WHERE id > %s ORDER BY id LIMIT %s FOR UPDATE", [after, size])
+        ids = [row[0] for row in cursor.fetchall()]
+        if ids:
+            cursor.execute(update_sql, {"ids": ids})
+        return ids
