@@ -306,7 +306,7 @@ class EventInstanceAdmin(InstanceOccurrences, ShownRowsAdmin):
         return pretty_json(instance.filters)
 
 
-class BaseCountAdmin(admin.ModelAdmin):
+class BaseCountAdmin(ShownRowsAdmin):
     """Groups, services and environments: base counts, and a link to their bases.
 
     Each count stops at CappedCountPaginator.CAP + 1 rows (shown as "10000+"), so a list stays quick

@@ -186,3 +186,16 @@ def test_a_base_page_shows_its_latest_instances_and_links_to_them_all(staff, mon
     shown = [int(i) for i in re.findall(r'/admin/events/eventinstance/(\d+)/change/">#', html)]
     assert shown == latest
     assert f'?event_base__id__exact={base.id}">all 4 →</a>' in html
+
+
+def test_a_later_page_of_services_counts_the_bases_of_its_own_rows_only(staff, monkeypatch):
+    from events.admin import ServiceAdmin
+
+    monkeypatch.setattr(ServiceAdmin, "list_per_page", 2)
+    for i in range(5):
+        capture_events([make_event(service=f"svc-{i}", event_name=f"E{n}") for n in range(i + 1)])
+    with CaptureQueriesContext(connection) as queries:
+        html = staff.get("/admin/events/service/", {"p": 2}).content.decode()
+    counting = [q["sql"] for q in queries.captured_queries if "FROM events_eventbase b" in q["sql"]]
+    assert counting and not any("OFFSET" in sql for sql in counting), counting
+    assert re.findall(r">(\d+) bases</a>", html) == ["3", "4"]  # ordered by name: svc-2, svc-3
