@@ -6,7 +6,7 @@ from django.db import connection
 
 from events.models import Environment, EventBase, EventGroup, EventInstance, OccurrenceBucket, Service
 from grouping.registry import FILTERS, register_filter
-from tests.conftest import EXAMPLE_EVENT, make_event, post_json
+from tests.conftest import EXAMPLE_EVENT, assert_totals_match_buckets, make_event, post_json
 
 pytestmark = pytest.mark.django_db
 
@@ -327,8 +327,6 @@ def test_count_by_message_counts_per_message_across_requests_and_arrays(client, 
 
 
 def test_instances_and_bases_keep_running_totals_of_their_buckets(capture):
-    from tests.conftest import assert_totals_match_buckets
-
     counted = {"configurable_groupings": ["count_by_message"]}
     capture(make_event(message="a", timestamp="2020-01-01 00:00:01", **counted))  # the one-row statement
     capture(  # the batch statement: two instances, one of them over two buckets
@@ -465,8 +463,6 @@ def test_recount_totals_recomputes_the_running_totals_from_the_buckets(capture):
 
     from django.core.management import call_command
     from django.db import connection
-
-    from tests.conftest import assert_totals_match_buckets
 
     counted = {"configurable_groupings": ["count_by_message"]}
     capture([make_event(message=m, timestamp=f"2020-01-01 00:0{i}:00", **counted) for i, m in enumerate("aab")])
