@@ -1,4 +1,5 @@
-"""Maintenance work in small transactions beside live captures (prune_events, recount_totals)."""
+"""Work in short transactions beside live captures (triage, prune_events, recount_totals), run again when it
+races one."""
 
 import time
 

@@ -5,9 +5,12 @@ Every change is recorded in the admin history (LogEntry) with the user who made 
 
 from django.contrib.admin.models import CHANGE, DELETION, LogEntry
 from django.contrib.contenttypes.models import ContentType
-from django.db import connection, transaction
+from psycopg2 import errors as pg_errors
 
+from events.batches import in_transaction_retrying
 from events.models import DEFAULT_GROUP_ID, EventBase, EventGroup
+
+RACES = (pg_errors.DeadlockDetected,)
 
 
 class TriageInvalid(Exception):
@@ -19,37 +22,51 @@ class TriageInvalid(Exception):
 def assign_groups(assignments: list[tuple[int, int]], user, *, via: str = "API") -> int:
     """Move each base to its group, all or nothing; returns how many bases changed group."""
     wanted = dict(assignments)  # a base named twice: the last assignment wins
-    with transaction.atomic():
-        known_bases = set(EventBase.objects.filter(id__in=wanted).values_list("id", flat=True))
-        known_groups = dict(EventGroup.objects.filter(id__in=set(wanted.values())).values_list("id", "name"))
-        errors = {}
-        if unknown := sorted(set(wanted) - known_bases):
-            errors["event_id"] = [f"Unknown event base ids: {', '.join(map(str, unknown))}."]
-        if unknown := sorted(set(wanted.values()) - set(known_groups)):
-            errors["group_id"] = [f"Unknown group ids: {', '.join(map(str, unknown))}."]
-        if errors:
-            raise TriageInvalid(errors)
-        with connection.cursor() as cursor:
-            # One statement for the whole batch; rows already in their group are left alone.
-            cursor.execute(
-                """
-                UPDATE events_eventbase AS b SET event_group_id = v.group_id
-                FROM unnest(%s::bigint[], %s::bigint[]) AS v(id, group_id)
-                WHERE b.id = v.id AND b.event_group_id <> v.group_id
-                RETURNING b.id, v.group_id
-                """,
-                [list(wanted), list(wanted.values())],
-            )
-            changed = cursor.fetchall()
-        _log(
-            user,
-            EventBase,
-            [
-                (base_id, f"event base #{base_id}", f"Assigned to group {known_groups[g]!r} (#{g}) via {via}.")
-                for base_id, g in changed
-            ],
-            CHANGE,
-        )
+    return in_transaction_retrying(lambda cursor: _assign(cursor, wanted, user, via), RACES)
+
+
+def _assign(cursor, wanted: dict[int, int], user, via: str) -> int:
+    # The bases are locked first, in the order a capture locks a batch's bases (by identity, as
+    # events.services sorts them), so the two never wait on each other in a cycle. Sent in any other order,
+    # an assignment and a capture deadlocked, and PostgreSQL ended one of them: a 503 when it was this one.
+    identities = EventBase.objects.filter(id__in=wanted).values_list(
+        "service_id", "environment_id", "event_type", "event_name", "processed_data_hash", "id"
+    )
+    in_capture_order = [identity[-1] for identity in sorted(identities)]
+    cursor.execute(
+        "SELECT b.id FROM unnest(%s::bigint[]) WITH ORDINALITY AS v(id, n) "
+        "JOIN events_eventbase b ON b.id = v.id ORDER BY v.n FOR UPDATE OF b",
+        [in_capture_order],
+    )
+    known_bases = set(in_capture_order)
+    known_groups = dict(EventGroup.objects.filter(id__in=set(wanted.values())).values_list("id", "name"))
+    errors = {}
+    if unknown := sorted(set(wanted) - known_bases):
+        errors["event_id"] = [f"Unknown event base ids: {', '.join(map(str, unknown))}."]
+    if unknown := sorted(set(wanted.values()) - set(known_groups)):
+        errors["group_id"] = [f"Unknown group ids: {', '.join(map(str, unknown))}."]
+    if errors:
+        raise TriageInvalid(errors)
+    # One statement for the whole batch, on the rows locked above; rows already in their group are left alone.
+    cursor.execute(
+        """
+        UPDATE events_eventbase AS b SET event_group_id = v.group_id
+        FROM unnest(%s::bigint[], %s::bigint[]) AS v(id, group_id)
+        WHERE b.id = v.id AND b.event_group_id <> v.group_id
+        RETURNING b.id, v.group_id
+        """,
+        [list(wanted), list(wanted.values())],
+    )
+    changed = cursor.fetchall()
+    _log(
+        user,
+        EventBase,
+        [
+            (base_id, f"event base #{base_id}", f"Assigned to group {known_groups[g]!r} (#{g}) via {via}.")
+            for base_id, g in changed
+        ],
+        CHANGE,
+    )
     return len(changed)
 
 
@@ -57,13 +74,16 @@ def delete_group(group: EventGroup, user, *, via: str = "API") -> int:
     """Delete a group after moving its bases to group 0; returns how many bases moved."""
     if group.pk == DEFAULT_GROUP_ID:
         raise TriageInvalid({"detail": "Group 0 (default) cannot be deleted."})
-    with transaction.atomic():
+
+    def work(cursor) -> int:
         moved = EventBase.objects.filter(event_group=group).update(event_group_id=DEFAULT_GROUP_ID)
         _log(
             user, EventGroup, [(group.pk, group.name, f"Deleted via {via}; {moved} bases moved to group 0.")], DELETION
         )
         group.delete()
-    return moved
+        return moved
+
+    return in_transaction_retrying(work, RACES)
 
 
 def _log(user, model, entries: list[tuple[int, str, str]], action_flag: int) -> None:

@@ -9,7 +9,7 @@ import pytest
 from django.db import DatabaseError, connection
 from django.db.models import Sum
 
-from events.models import EventBase, EventInstance, OccurrenceBucket
+from events.models import EventBase, EventGroup, EventInstance, OccurrenceBucket
 from tests.conftest import assert_totals_match_buckets, make_event
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -181,3 +181,48 @@ def test_captures_racing_a_command_on_the_totals_keep_them_exact(live_server, co
 
     assert statuses == [200] * CLIENTS * 30
     assert_totals_match_buckets()
+
+
+def test_group_assignments_racing_captures_of_the_same_bases_all_succeed(live_server):
+    # A capture locks its batch's bases in key order, an assignment in whatever order it was sent: the two
+    # can deadlock, and PostgreSQL ends one. Neither may reach the client as an error.
+    from django.contrib.auth.models import Permission, User
+    from rest_framework.authtoken.models import Token
+
+    triager = User.objects.create_user("racing-triager")
+    triager.user_permissions.add(Permission.objects.get(codename="change_eventbase"))
+    token = Token.objects.create(user=triager).key
+    group = EventGroup.objects.create(name="contended").id
+    kinds = [make_event(event_name=f"Contended{b}") for b in range(12)]
+    post(live_server.url + "/capture", kinds)
+    base_ids = list(EventBase.objects.values_list("id", flat=True))
+
+    def client(seed):
+        shuffler = random.Random(seed)
+        return [post(live_server.url + "/capture", shuffler.sample(kinds, len(kinds))) for _ in range(25)]
+
+    def assigner(seed):
+        shuffler = random.Random(seed)
+        statuses = []
+        for n in range(40):
+            target = group if (n + seed) % 2 else 0  # every assignment moves the bases: each takes row locks
+            body = [{"event_id": i, "group_id": target} for i in shuffler.sample(base_ids, len(base_ids))]
+            request = urllib.request.Request(
+                live_server.url + "/assign_group", data=json.dumps(body).encode(), method="POST"
+            )
+            request.add_header("Content-Type", "application/json")
+            request.add_header("Authorization", f"Token {token}")
+            try:
+                with urllib.request.urlopen(request, timeout=30) as response:
+                    statuses.append(response.status)
+            except urllib.error.HTTPError as error:
+                statuses.append(error.code)
+        return statuses
+
+    with ThreadPoolExecutor(8) as pool:
+        assignments = [pool.submit(assigner, seed) for seed in range(2)]
+        captures = [status for batch in pool.map(client, range(6)) for status in batch]
+        assigned = [status for future in assignments for status in future.result()]
+
+    assert captures == [200] * 6 * 25
+    assert assigned == [200] * 2 * 40
