@@ -91,6 +91,12 @@ _database["CONN_MAX_AGE"] = env_int("EVENTSUM_DB_CONN_MAX_AGE", 60, minimum=0)
 # check, a connection the database dropped (a restart) fails one request with 503 before it is replaced.
 _database["CONN_HEALTH_CHECKS"] = env_bool("EVENTSUM_DB_HEALTH_CHECKS", True)
 _database.setdefault("OPTIONS", {})["connect_timeout"] = env_int("EVENTSUM_DB_CONNECT_TIMEOUT", 5, minimum=1)
+if env_bool("EVENTSUM_DB_ASYNC_COMMIT", False):
+    # PostgreSQL's asynchronous commit for this service's connections: a commit (and so a capture's 200) no
+    # longer waits for its WAL to reach the disk. A crash of PostgreSQL or its machine can then lose the
+    # last moments of acknowledged writes, never part of one (docs/operations.md).
+    _options = _database["OPTIONS"]
+    _options["options"] = f"{_options.get('options', '')} -c synchronous_commit=off".strip()
 DATABASES = {"default": _database}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 

@@ -169,6 +169,28 @@ def test_production_mode_starts_with_a_secret_key_and_debug_off():
     assert result.stdout.split()[-2:] == ["False", "True"]
 
 
+@pytest.mark.parametrize(("value", "expected"), [("true", "off"), ("false", "on"), ("", "on")])
+def test_async_commit_is_chosen_by_its_setting_and_off_by_default(value, expected):
+    # What the server's connections really run with, asked of PostgreSQL itself.
+    env = {**os.environ, "EVENTSUM_DB_ASYNC_COMMIT": value}
+    code = (
+        "from django.db import connection\n"
+        "with connection.cursor() as cursor:\n"
+        "    cursor.execute('SHOW synchronous_commit')\n"
+        "    print(cursor.fetchone()[0])"
+    )
+    result = subprocess.run(
+        [sys.executable, "manage.py", "shell", "-c", code],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split()[-1] == expected
+
+
 def test_stop_db_stops_the_embedded_postgresql_that_the_others_leave_running():
     # scripts/run, manage.py and the tests leave the embedded PostgreSQL running for each other; an operator
     # stops it with scripts/stop-db (before copying its folder as a backup, say).
