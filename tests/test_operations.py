@@ -154,41 +154,36 @@ def test_a_bad_setting_refuses_to_start_naming_the_variable(variable, value):
     assert (variable if variable != "EVENTSUM_PRODUCTION" else "SECRET_KEY") in result.stderr.splitlines()[-1]
 
 
-def test_production_mode_starts_with_a_secret_key_and_debug_off():
-    env = {**os.environ, "EVENTSUM_PRODUCTION": "true", "SECRET_KEY": "x" * 50}
-    code = "from django.conf import settings; print(settings.DEBUG, settings.SESSION_COOKIE_SECURE)"
+def django_shell(code: str, **variables: str) -> list[str]:
+    """What `code` prints, run by `manage.py shell` in a process of its own with these settings."""
     result = subprocess.run(
         [sys.executable, "manage.py", "shell", "-c", code],
         cwd=ROOT,
-        env=env,
+        env={**os.environ, **variables},
         capture_output=True,
         text=True,
         timeout=60,
     )
     assert result.returncode == 0, result.stderr
-    assert result.stdout.split()[-2:] == ["False", "True"]
+    return result.stdout.split()
+
+
+def test_production_mode_starts_with_a_secret_key_and_debug_off():
+    code = "from django.conf import settings; print(settings.DEBUG, settings.SESSION_COOKIE_SECURE)"
+    printed = django_shell(code, EVENTSUM_PRODUCTION="true", SECRET_KEY="x" * 50)
+    assert printed[-2:] == ["False", "True"]
 
 
 @pytest.mark.parametrize(("value", "expected"), [("true", "off"), ("false", "on"), ("", "on")])
 def test_async_commit_is_chosen_by_its_setting_and_off_by_default(value, expected):
     # What the server's connections really run with, asked of PostgreSQL itself.
-    env = {**os.environ, "EVENTSUM_DB_ASYNC_COMMIT": value}
     code = (
         "from django.db import connection\n"
         "with connection.cursor() as cursor:\n"
         "    cursor.execute('SHOW synchronous_commit')\n"
         "    print(cursor.fetchone()[0])"
     )
-    result = subprocess.run(
-        [sys.executable, "manage.py", "shell", "-c", code],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.split()[-1] == expected
+    assert django_shell(code, EVENTSUM_DB_ASYNC_COMMIT=value)[-1] == expected
 
 
 def test_stop_db_stops_the_embedded_postgresql_that_the_others_leave_running():
