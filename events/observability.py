@@ -73,22 +73,26 @@ class RequestLogMiddleware:
         endpoint = (
             match.url_name if match and match.url_name else ("admin" if request.path.startswith("/admin") else "other")
         )
-        REQUEST_LATENCY.labels(endpoint, request.method).observe(elapsed)
-        request_logger.info(
-            "%s %s %s %.1fms",
-            request.method,
-            request.get_full_path()[:300],
-            response.status_code,
-            elapsed * 1000,
-            extra={
-                "method": request.method,
-                "path": request.path[:300],
-                "status": response.status_code,
-                "duration_ms": round(elapsed * 1000, 2),
-                "endpoint": endpoint,
-            },
-        )
+        log_request(endpoint, request.method, request.get_full_path(), request.path, response.status_code, elapsed)
         return response
+
+
+def log_request(endpoint: str, method: str, full_path: str, path: str, status: int, elapsed: float) -> None:
+    REQUEST_LATENCY.labels(endpoint, method).observe(elapsed)
+    request_logger.info(
+        "%s %s %s %.1fms",
+        method,
+        full_path[:300],
+        status,
+        elapsed * 1000,
+        extra={
+            "method": method,
+            "path": path[:300],
+            "status": status,
+            "duration_ms": round(elapsed * 1000, 2),
+            "endpoint": endpoint,
+        },
+    )
 
 
 class JsonLineFormatter(logging.Formatter):

@@ -40,6 +40,8 @@ INSTALLED_APPS = [
     "events",
 ]
 
+# Under the server, POST /capture is answered past this list (events/capture.py, with the same headers and
+# log line); a middleware that must see captures has to be added there too.
 MIDDLEWARE = [
     "events.observability.RequestLogMiddleware",
     "django.middleware.security.SecurityMiddleware",

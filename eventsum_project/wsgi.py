@@ -9,6 +9,8 @@ from django.urls import get_resolver
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "eventsum_project.settings")
 django_application = get_wsgi_application()
 
+from events.capture import capture_application, takes  # noqa: E402 - needs the settings above
+
 
 def application(environ, start_response):
     # Django reads a body only as far as Content-Length says, so a chunked one (which the server has
@@ -17,6 +19,9 @@ def application(environ, start_response):
     if "CONTENT_LENGTH" not in environ and environ.get("HTTP_TRANSFER_ENCODING", "").lower() == "chunked":
         body = environ["wsgi.input"].read(settings.EVENTSUM_MAX_BODY_BYTES + 1)
         environ["wsgi.input"], environ["CONTENT_LENGTH"] = io.BytesIO(body), str(len(body))
+    # POST /capture, the hot path, is answered without Django's handler (events.capture).
+    if takes(environ):
+        return capture_application(environ, start_response)
     return django_application(environ, start_response)
 
 

@@ -6,9 +6,16 @@ from datetime import UTC, datetime
 
 import pytest
 from django.contrib.auth.models import Permission, User
+from django.core.handlers.wsgi import WSGIRequest
+from django.core.signals import request_finished, request_started
+from django.db import close_old_connections
+from django.http import HttpResponse
+from django.test import Client
+from django.test.client import ClientHandler
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
+from events.capture import capture_application, takes
 from events.services import clear_id_caches, forget_stored_rows
 
 # The user's example request, verbatim from their endpoint document.
@@ -144,8 +151,42 @@ def _fresh_process_caches():
     forget_stored_rows()
 
 
+class ProductionEntryHandler(ClientHandler):
+    """Django's test handler, except for the requests the production entry point answers without Django
+    (POST /capture, eventsum_project.wsgi): those get events.capture's WSGI application, as under the server."""
+
+    def __call__(self, environ):
+        if not takes(environ):
+            return super().__call__(environ)
+        started = {}
+
+        def start_response(status, headers):
+            started.update(status=status, headers=headers)
+
+        # As Django's test handler does: the test's connection, and its transaction, stay open.
+        request_started.disconnect(close_old_connections)
+        request_finished.disconnect(close_old_connections)
+        try:
+            body = b"".join(capture_application(environ, start_response))
+        finally:
+            request_started.connect(close_old_connections)
+            request_finished.connect(close_old_connections)
+        response = HttpResponse(body, status=int(started["status"][:3]), headers=dict(started["headers"]))
+        response.wsgi_request = WSGIRequest(environ)
+        return response
+
+
+@pytest.fixture
+def client():
+    """Django's test client, with POST /capture answered as the production server answers it."""
+    client = Client()
+    client.handler = ProductionEntryHandler(enforce_csrf_checks=False)
+    return client
+
+
 @pytest.fixture
 def anonymous():
+    """DRF's test client: every request through Django, POST /capture through CaptureView."""
     return APIClient()
 
 
