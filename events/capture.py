@@ -2,9 +2,10 @@
 
 The production server's entry point (eventsum_project.wsgi) hands POST /capture straight to
 `capture_application`, past Django's handler, middleware and URL resolver and DRF's dispatch: that stack
-cost the workers ~0.25 ms of a single capture's ~0.8 ms. Everything of it that such a request needs is
-done here: the request_started and request_finished signals (they look after the database connection),
-the host check, the headers the middleware would add, the access log line and the latency metric.
+made a single capture's Python 0.49 ms instead of 0.32 (in-process, bench/RESULTS.md). Everything of it
+that such a request needs is done here: the request_started and request_finished signals (they look
+after the database connection), the host check, the headers the middleware would add, the access log
+line and the latency metric.
 Django's URLconf still routes /capture to CaptureView (the test client, the schema, other methods),
 which answers through the same `answer_capture`.
 """
