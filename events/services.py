@@ -400,7 +400,9 @@ BASE_CONFLICT = """
                               THEN EXCLUDED.latest_message ELSE b.latest_message END,
         total_count = b.total_count + EXCLUDED.total_count
 """
-# Written when a base is new, and again only when it brings a message not seen before.
+# Written when a base is new, and again only when it brings a message not seen before. Not even tried when
+# this process has written the base's message into the search row of the same base id (search_id: see
+# _written_searches).
 SEARCH_CONFLICT = """
     ON CONFLICT (event_base_id) DO UPDATE SET
         messages_text = s.messages_text || E'\\n' || EXCLUDED.messages_text,
@@ -461,7 +463,8 @@ INPUT_TABLES = """
 base_input AS (
     SELECT * FROM jsonb_to_recordset(%(base_rows)s::jsonb) AS t(
         idx int, service_id bigint, environment_id bigint, event_type text, event_name text, hash text, data jsonb,
-        message text, static_text text, trigrams text, first_seen timestamptz, last_seen timestamptz, total bigint)
+        message text, static_text text, trigrams text, search_id bigint, first_seen timestamptz,
+        last_seen timestamptz, total bigint)
 ), instance_input AS (
     SELECT * FROM jsonb_to_recordset(%(instance_rows)s::jsonb) AS t(
         idx int, base_idx int, hash text, generic_data jsonb, filters jsonb, raw_data jsonb, raw_details jsonb,
@@ -494,7 +497,7 @@ WITH {INPUT_TABLES}, bases AS (
 ), searches AS (
     INSERT INTO {SEARCH_COLUMNS}
     SELECT base_id, static_text, lower(message), string_to_array(trigrams, ' ')
-    FROM base_rows ORDER BY idx
+    FROM base_rows WHERE base_id IS DISTINCT FROM search_id ORDER BY idx
     {SEARCH_CONFLICT}
     RETURNING 1
 ), instance_bases AS (
@@ -539,6 +542,7 @@ WITH {INPUT_TABLES}, bases AS (
 ), searches AS (
     INSERT INTO {SEARCH_COLUMNS}
     SELECT bases.id, static_text, lower(message), string_to_array(trigrams, ' ') FROM bases, base_input
+    WHERE bases.id IS DISTINCT FROM base_input.search_id
     {SEARCH_CONFLICT}
     RETURNING 1
 ), instance_bases AS (
@@ -587,8 +591,18 @@ def _static_search(event: PreparedEvent) -> tuple[str, tuple[str, ...]]:
 _stored_rows = BoundedMemo(50_000)
 
 
+# The messages this process has written into a base's search row, by hash((base key, message)): the id of
+# that base. Search rows only grow, and go only with their base, whose id is never used again; so when the
+# statement finds the base under that id, its search row has the message, and the statement skips the
+# row (no upsert, no search text sent). Under another id (the base was deleted and created again), the
+# missing search text (NULL) makes the insert fail, and the statement is sent again in full. Only
+# statements that committed by themselves are remembered, never writes a caller's transaction could undo.
+_written_searches = BoundedMemo(50_000)
+
+
 def forget_stored_rows() -> None:
     _stored_rows.clear()
+    _written_searches.clear()
 
 
 def _upsert_rows(bases: dict[tuple, _BaseRow], *, omit_stored: bool) -> tuple[dict, list[tuple]]:
@@ -597,10 +611,16 @@ def _upsert_rows(bases: dict[tuple, _BaseRow], *, omit_stored: bool) -> tuple[di
     of rows this process has written are left out (null)."""
     base_rows, instance_rows, bucket_rows, instance_keys = [], [], [], []
     stored = _stored_rows.peek if omit_stored else lambda key: None
+    searched = _written_searches.peek if omit_stored else lambda key: None
     for base_idx, key in enumerate(sorted(bases)):
         base = bases[key]
         event = base.event
-        static_text, static_trigrams = _static_search(event)
+        search_id = searched(hash((key, base.message)))
+        if search_id is None:
+            static_text, static_trigrams = _static_search(event)
+            trigrams = " ".join(trigrams_of(base.message).union(static_trigrams))
+        else:
+            static_text = trigrams = None
         base_row = {
             "idx": base_idx,
             "service_id": key[0],
@@ -611,7 +631,8 @@ def _upsert_rows(bases: dict[tuple, _BaseRow], *, omit_stored: bool) -> tuple[di
             "data": None if stored(hash(key)) else orjson.Fragment(event.processed_data_json),
             "message": base.message,
             "static_text": static_text,
-            "trigrams": " ".join(trigrams_of(base.message).union(static_trigrams)),
+            "trigrams": trigrams,
+            "search_id": search_id,
             "first_seen": base.first_seen,
             "last_seen": base.last_seen,
             "total": 0,
@@ -688,10 +709,13 @@ def write_occurrences(bases: dict[tuple, _BaseRow]) -> dict[tuple, tuple[int, in
         # statement runs again with every row's data.
         forget_stored_rows()
         written = _write(bases, omit_stored=False)
+    committed = connection.get_autocommit() and not connection.in_atomic_block  # as _execute_upsert ran it
     for base_key, base in bases.items():
         _stored_rows.put(hash(base_key), True)
         for generic_hash in base.instances:
             _stored_rows.put(hash((base_key, generic_hash)), True)
+        if committed:  # the base's id, from (any) one of its instances
+            _written_searches.put(hash((base_key, base.message)), written[base_key, generic_hash][0])
     return written
 
 

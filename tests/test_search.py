@@ -1,3 +1,4 @@
+import json
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -348,3 +349,57 @@ def test_a_time_sent_in_a_common_wrong_way_gets_a_hint(reader, query, hint):
 def test_a_time_without_an_offset_gets_no_offset_hint(reader):
     (message,) = search(reader, 400, service_id=1, start_time="2024-05-01 25:00")["start_time"]
     assert "%2B" not in message and "'2024-05-01 25:00' is not a time" in message
+
+
+@pytest.mark.django_db(transaction=True)  # the process remembers only what committed
+class TestRememberedSearchText:
+    """A capture whose message this process has already written into the same base's search row skips that
+    row; one whose base was deleted and created again elsewhere falls back to writing it."""
+
+    @staticmethod
+    def sent_search_texts(send) -> list:
+        from django.db import connection
+
+        sent = []
+
+        def record(execute, sql, params, many, context):
+            sent.extend(
+                row["static_text"]
+                for param in params or ()
+                if isinstance(param, str) and '"search_id"' in param
+                for row in json.loads(param)
+            )
+            return execute(sql, params, many, context)
+
+        with connection.execute_wrapper(record):
+            send()
+        return sent
+
+    def test_a_known_message_sends_no_search_text_and_a_new_one_does(self, reader, capture):
+        event = make_event(service="kw", message="first words", timestamp="2024-05-01 12:00:00")
+        assert self.sent_search_texts(lambda: capture(event)) != [None]
+        assert self.sent_search_texts(lambda: capture(event)) == [None]
+        later = make_event(service="kw", message="second words", timestamp="2024-05-01 12:01:00")
+        assert self.sent_search_texts(lambda: capture(later)) != [None]
+        for keywords in ("first", "second", "func4"):
+            assert names(search(reader, service="kw", keywords=keywords, **HOUR)) == ["ZeroDivisionError"]
+
+    def test_a_base_created_again_under_another_id_gets_the_message_all_the_same(self, reader, capture, monkeypatch):
+        from events import services
+        from grouping.memo import BoundedMemo
+
+        event = make_event(service="kw", message="remembered words", timestamp="2024-05-01 12:00:00")
+        capture(event)
+        first_id = EventBase.objects.get().id
+        EventBase.objects.all().delete()
+        # Another process, which remembers nothing, creates the base again with another message.
+        with monkeypatch.context() as other_process:
+            other_process.setattr(services, "_stored_rows", BoundedMemo(10))
+            other_process.setattr(services, "_written_searches", BoundedMemo(10))
+            capture(make_event(service="kw", message="other words", timestamp="2024-05-01 12:00:30"))
+        assert EventBase.objects.get().id != first_id
+
+        capture(event)  # this process remembers the message under the old id
+        assert names(search(reader, service="kw", keywords="remembered", **HOUR)) == ["ZeroDivisionError"]
+        assert names(search(reader, service="kw", keywords="other", **HOUR)) == ["ZeroDivisionError"]
+        assert EventBase.objects.get().total_count == 2
