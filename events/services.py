@@ -689,11 +689,16 @@ PREPARED_UPSERT = PreparedStatement("eventsum_upsert", UPSERT_SQL)
 PREPARED_UPSERT_ONE = PreparedStatement("eventsum_upsert_one", UPSERT_ONE_SQL)
 
 
+def _runs_alone() -> bool:
+    """Whether a statement run now is a transaction of its own: autocommit, no caller's atomic block."""
+    return connection.get_autocommit() and not connection.in_atomic_block
+
+
 def _execute_upsert(statement: PreparedStatement, parameters: dict) -> list[tuple]:
     # In autocommit mode the single statement is its own transaction: atomic, in one round trip (an
     # explicit BEGIN/COMMIT would add two). Inside a caller's transaction, a savepoint lets a retry follow
     # a deadlock.
-    if connection.get_autocommit() and not connection.in_atomic_block:
+    if _runs_alone():
         with connection.cursor() as cursor:
             return statement.run(cursor, parameters)
     with transaction.atomic(), connection.cursor() as cursor:
@@ -711,7 +716,7 @@ def write_occurrences(bases: dict[tuple, _BaseRow]) -> dict[tuple, tuple[int, in
         # statement runs again with every row's data.
         forget_stored_rows()
         written = _write(bases, omit_stored=False)
-    committed = connection.get_autocommit() and not connection.in_atomic_block  # as _execute_upsert ran it
+    committed = _runs_alone()  # the statement committed by itself
     for base_key, base in bases.items():
         _stored_rows.put(hash(base_key), True)
         for generic_hash in base.instances:
