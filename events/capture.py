@@ -46,12 +46,12 @@ class Answer:
         return HttpResponse(self.body, status=self.status, content_type="application/json", headers=dict(self.headers))
 
 
-def answer_capture(read, content_length: str | None, ingest_key: str | None) -> Answer:
-    """The answer to one POST /capture: `read(n)` reads up to n bytes of the body, `content_length` is
-    the declared length, `ingest_key` the X-Eventsum-Key header."""
+def answer_capture(stream, content_length: str | None, ingest_key: str | None) -> Answer:
+    """The answer to one POST /capture: `stream` holds the body, `content_length` is the declared length
+    (read no further, as Django reads a request), `ingest_key` the X-Eventsum-Key header."""
     try:
         _check_ingest_key(ingest_key or "")
-        body = _read_body(read, content_length)
+        body = _read_body(stream, content_length)
     except APIException as refused:
         record_rejected(refused.default_code, detail=str(refused.detail))
         return _refusal(refused)
@@ -85,7 +85,7 @@ def _check_ingest_key(given: str) -> None:
         raise InvalidIngestKey()
 
 
-def _read_body(read, content_length: str | None) -> bytes:
+def _read_body(stream, content_length: str | None) -> bytes:
     limit = settings.EVENTSUM_MAX_BODY_BYTES
     too_large = PayloadTooLarge(f"Body exceeds EVENTSUM_MAX_BODY_BYTES={limit} bytes.")
     try:
@@ -94,7 +94,7 @@ def _read_body(read, content_length: str | None) -> bytes:
         declared = 0
     if declared > limit:
         raise too_large
-    body = read(limit + 1)  # a chunked body too (eventsum_project.wsgi)
+    body = LimitedStream(stream, declared).read(limit + 1)  # a chunked body too (eventsum_project.wsgi)
     if len(body) > limit:
         raise too_large
     if not body.strip():
@@ -145,12 +145,9 @@ def capture_application(environ, start_response):
     started = time.perf_counter()
     signals.request_started.send(sender=__name__, environ=environ)
     try:
-        try:
-            content_length = int(environ.get("CONTENT_LENGTH") or 0)
-        except ValueError:
-            content_length = 0
-        body = LimitedStream(environ["wsgi.input"], content_length)
-        result = answer_capture(body.read, environ.get("CONTENT_LENGTH"), environ.get("HTTP_X_EVENTSUM_KEY"))
+        result = answer_capture(
+            environ["wsgi.input"], environ.get("CONTENT_LENGTH"), environ.get("HTTP_X_EVENTSUM_KEY")
+        )
         headers = [*result.headers, DRF_ALLOW]
     except Exception:  # as Django's handler does with a view's uncaught error: logged, and a JSON 500
         _request_logger.exception("Internal Server Error: %s", environ["PATH_INFO"], extra={"status_code": 500})

@@ -73,7 +73,7 @@ class CaptureView(APIView):
         # The production server answers this path in events.capture before Django sees it; the same
         # answer_capture answers it here (the test client, and any other WSGI server).
         answer = answer_capture(
-            request._request.read,  # a chunked body too (eventsum_project.wsgi)
+            request._request,  # a chunked body too (eventsum_project.wsgi)
             request.META.get("CONTENT_LENGTH"),
             request.headers.get("X-Eventsum-Key"),
         )
