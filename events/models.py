@@ -90,9 +90,9 @@ class EventBase(models.Model):
                 name="eventbase_identity",
             ),
         ]
+        # A filter on the service, or on the service and environment, uses the identity constraint's index.
         indexes = [
             models.Index(fields=["-last_seen", "-id"], name="eventbase_last_seen"),
-            models.Index(fields=["service", "environment"], name="eventbase_service_env"),
             models.Index(fields=["service", "-last_seen"], name="eventbase_service_recent"),  # admin filter
             models.Index(fields=["processed_data_hash"], name="eventbase_hash"),
             models.Index(fields=["event_group", "-last_seen"], name="eventbase_group"),
@@ -205,7 +205,8 @@ class RateWindow(models.Model):
     """Events captured per service in one minute, for EVENTSUM_RATE_LIMIT. In the database, so the limit
     holds across every server process."""
 
-    service = models.ForeignKey(Service, on_delete=models.CASCADE, related_name="+")
+    # No index of its own: the identity constraint leads with it.
+    service = models.ForeignKey(Service, on_delete=models.CASCADE, related_name="+", db_index=False)
     window_start = models.DateTimeField()
     count = models.IntegerField(default=0)
 
