@@ -12,6 +12,8 @@ from django.utils.html import format_html
 
 from events.admin_views import (
     CappedCountPaginator,
+    LastSeenFilter,
+    RecentFirstChangeList,
     ShownRowsChangeList,
     distinct_values,
     hourly_counts,
@@ -123,11 +125,11 @@ class EventBaseAdmin(ShownRowsAdmin):
     ]
     list_display_links = ["title"]
     show_facets = admin.ShowFacets.NEVER  # facet counts would scan every base on each page
-    list_filter = ["service", "environment", "event_group", EventTypeFilter, "last_seen"]
+    list_filter = ["service", "environment", "event_group", EventTypeFilter, ("last_seen", LastSeenFilter)]
     list_select_related = ["service", "environment", "event_group"]
     search_fields = ["event_name"]  # replaced by get_search_results: the indexed keyword search
     search_help_text = "Words in the name, type, messages or frames, or a processed data hash."
-    ordering = ["-last_seen", "-id"]
+    ordering = ["-last_seen", "-id"]  # through last_seen_hour (RecentFirstChangeList)
     list_per_page = 50
     paginator = CappedCountPaginator
     show_full_result_count = False
@@ -150,6 +152,9 @@ class EventBaseAdmin(ShownRowsAdmin):
         "trace",
     ]
     readonly_fields = [name for name in fields if name != "event_group"]
+
+    def get_changelist(self, request, **kwargs):
+        return RecentFirstChangeList
 
     def get_queryset(self, request):
         return super().get_queryset(request).annotate(hourly=hourly_counts("event_base_id", "events_eventbase"))

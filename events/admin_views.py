@@ -3,6 +3,7 @@
 import json
 from datetime import UTC, datetime, timedelta
 
+from django.contrib.admin import DateFieldListFilter
 from django.contrib.admin.views.main import ChangeList
 from django.core.paginator import Paginator
 from django.db import connection
@@ -128,6 +129,36 @@ class ShownRowsChangeList(ChangeList):
         super().get_results(request)
         shown = list(self.result_list.values_list("pk", flat=True))
         self.result_list = list(self.queryset.filter(pk__in=shown)) if shown else []
+
+
+class RecentFirstChangeList(ShownRowsChangeList):
+    """Orders by a base's last_seen through its hour first (EventBase.last_seen_hour), the column the
+    recency indexes hold: the same order, read from an index instead of sorting every base."""
+
+    def get_ordering(self, request, queryset):
+        ordering = []
+        for field in super().get_ordering(request, queryset):
+            if field in ("last_seen", "-last_seen"):
+                ordering.append(field + "_hour")
+            ordering.append(field)
+        return ordering
+
+
+class LastSeenFilter(DateFieldListFilter):
+    """The date filter on a base's last_seen, bounding its hour as well (implied: the hour is at most
+    last_seen, and at least the start's hour), so the recency index finds and counts the bases."""
+
+    def queryset(self, request, queryset):
+        queryset = super().queryset(request, queryset)
+        field = queryset.model._meta.get_field("last_seen")
+        for since in self.used_parameters.get(self.lookup_kwarg_since, []):
+            start = field.get_prep_value(field.to_python(since))
+            queryset = queryset.filter(
+                last_seen_hour__gte=start.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+            )
+        for until in self.used_parameters.get(self.lookup_kwarg_until, []):
+            queryset = queryset.filter(last_seen_hour__lt=field.get_prep_value(field.to_python(until)))
+        return queryset
 
 
 class CappedCountPaginator(Paginator):

@@ -4,6 +4,7 @@ from functools import lru_cache
 from django.contrib.postgres.fields import ArrayField
 from django.contrib.postgres.indexes import GinIndex
 from django.db import models
+from django.db.models import Func, Value
 
 from grouping.hashing import canonical_hash
 from grouping.pipeline import NORMALIZATION_VERSION, normalize
@@ -79,6 +80,15 @@ class EventBase(models.Model):
     latest_message = models.TextField(blank=True, default="")
     first_seen = models.DateTimeField()
     last_seen = models.DateTimeField()
+    # The recency indexes hold the hour of last_seen, not last_seen: every capture moves its base's
+    # last_seen, and an update that changes no indexed value is HOT (no index written), so a base's
+    # indexes are written once an hour instead of on every capture. Lists order by (last_seen_hour,
+    # last_seen), which PostgreSQL reads from these indexes with an incremental sort.
+    last_seen_hour = models.GeneratedField(
+        expression=Func(Value("hour"), "last_seen", Value("UTC"), function="date_trunc"),
+        output_field=models.DateTimeField(),
+        db_persist=True,
+    )
     # Kept by the capture statement and by pruning: the sum of the base's buckets (and of its instances'
     # totals), so a list of bases reads its rows alone, whatever number of instances each has.
     total_count = models.BigIntegerField(default=0, db_default=0)
@@ -92,10 +102,10 @@ class EventBase(models.Model):
         ]
         # A filter on the service, or on the service and environment, uses the identity constraint's index.
         indexes = [
-            models.Index(fields=["-last_seen", "-id"], name="eventbase_last_seen"),
-            models.Index(fields=["service", "-last_seen"], name="eventbase_service_recent"),  # admin filter
+            models.Index(fields=["-last_seen_hour"], name="eventbase_recent"),
+            models.Index(fields=["service", "-last_seen_hour"], name="eventbase_service_recent"),  # admin filter
             models.Index(fields=["processed_data_hash"], name="eventbase_hash"),
-            models.Index(fields=["event_group", "-last_seen"], name="eventbase_group"),
+            models.Index(fields=["event_group", "-last_seen_hour"], name="eventbase_group"),
             models.Index(fields=["event_type"], name="eventbase_type"),  # the admin's type filter
         ]
 

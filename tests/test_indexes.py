@@ -2,8 +2,15 @@
 ordering the API and the admin offer leads an index, and no index only repeats the start of another
 (each costs every capture that writes the row, and a base row is written by every capture)."""
 
+import re
+from datetime import UTC, datetime
+
 import pytest
 from django.db import connection
+
+from events import services
+from events.models import EventBase
+from tests.conftest import make_event
 
 pytestmark = pytest.mark.django_db
 
@@ -35,12 +42,12 @@ def _indexes() -> list[dict]:
 NEEDED = {
     "events_eventbase": [
         ("service_id", "environment_id", "event_type", "event_name", "processed_data_hash"),  # capture
-        ("service_id", "last_seen"),  # admin: a service's bases, latest first
+        ("service_id", "last_seen_hour"),  # admin: a service's bases, latest first
         ("environment_id",),  # /search env_id, admin filter, the foreign key
-        ("event_group_id", "last_seen"),  # /search group_id, admin: a group's bases
+        ("event_group_id", "last_seen_hour"),  # /search group_id, admin: a group's bases, pruning
         ("processed_data_hash",),  # /search hash
         ("event_type",),  # admin filter
-        ("last_seen",),  # admin: every base, latest first
+        ("last_seen_hour",),  # admin: every base, latest first; its date filter
     ],
     "events_eventinstance": [("event_base_id", "generic_data_hash")],
     "events_occurrencebucket": [
@@ -75,3 +82,37 @@ def test_no_index_only_repeats_the_start_of_another():
         and longer["opclasses"][: len(shorter["opclasses"])] == shorter["opclasses"]
     ]
     assert redundant == []
+
+
+# What a capture changes in rows that exist: the SET clauses of its upserts.
+UPSERTS = {
+    "events_eventbase": services.BASE_CONFLICT,
+    "events_eventinstance": services.INSTANCE_CONFLICT,
+    "events_occurrencebucket": services.BUCKET_CONFLICT,
+}
+
+
+def test_no_index_holds_a_column_that_a_capture_changes():
+    """An update that changes no indexed value is HOT: PostgreSQL writes no index entry for it. A capture
+    updates its base, instance and bucket; an index on a column it sets would be written every time."""
+    for table, conflict in UPSERTS.items():
+        with connection.cursor() as cursor:  # key and included columns alike
+            cursor.execute(
+                "SELECT a.attname FROM pg_index x JOIN pg_attribute a"
+                " ON a.attrelid = x.indrelid AND a.attnum = ANY(x.indkey::int2[]) WHERE x.indrelid = %s::regclass",
+                [table],
+            )
+            indexed = {row[0] for row in cursor.fetchall()}
+        changed = set(re.findall(r"^\s*(\w+) =", conflict.split("DO UPDATE SET", 1)[1], re.MULTILINE))
+        assert "last_seen" in changed and "id" in indexed, table  # the parsing found them
+        assert changed & indexed == set(), table
+
+
+def test_the_recency_indexes_hold_the_hour_of_last_seen(capture):
+    capture(make_event(timestamp="2020-01-01 10:05:00"))
+    capture(make_event(timestamp="2020-01-01 11:15:00"))
+    base = EventBase.objects.get()
+    assert (base.last_seen, base.last_seen_hour) == (
+        datetime(2020, 1, 1, 11, 15, tzinfo=UTC),
+        datetime(2020, 1, 1, 11, tzinfo=UTC),
+    )

@@ -63,7 +63,7 @@ STEPS = [
         "bases",
         """
         SELECT b.id FROM events_eventbase b
-        WHERE b.last_seen < %(cutoff)s AND b.event_group_id = %(default_group)s
+        WHERE b.last_seen < %(cutoff)s AND b.last_seen_hour < %(cutoff)s AND b.event_group_id = %(default_group)s
           AND NOT EXISTS (SELECT 1 FROM events_eventinstance i WHERE i.event_base_id = b.id)
         LIMIT %(batch)s
         """,
@@ -93,7 +93,7 @@ DRY_RUN_COUNTS = {
     """,
     "bases": """
         SELECT count(*) FROM events_eventbase b
-        WHERE b.last_seen < %(cutoff)s AND b.event_group_id = %(default_group)s
+        WHERE b.last_seen < %(cutoff)s AND b.last_seen_hour < %(cutoff)s AND b.event_group_id = %(default_group)s
           AND NOT EXISTS (SELECT 1 FROM events_occurrencebucket o
                           WHERE o.event_base_id = b.id AND o.bucket_start >= %(cutoff)s)
     """,
