@@ -199,3 +199,35 @@ def test_a_later_page_of_services_counts_the_bases_of_its_own_rows_only(staff, m
     counting = [q["sql"] for q in queries.captured_queries if "FROM events_eventbase b" in q["sql"]]
     assert counting and not any("OFFSET" in sql for sql in counting), counting
     assert re.findall(r">(\d+) bases</a>", html) == ["3", "4"]  # ordered by name: svc-2, svc-3
+
+
+# Bases seen at these times, named by the order they were last seen in: the recency index holds the hour,
+# and the list must still follow last_seen itself within an hour and across hours.
+SEEN = {"A": "10:59:59", "B": "10:15:00", "C": "10:00:00", "D": "09:59:59", "E": "09:00:00"}
+
+
+def capture_seen_bases():
+    capture_events([make_event(event_name=name, timestamp=f"2024-05-01 {time}") for name, time in SEEN.items()])
+
+
+def listed_names(html: str) -> str:
+    return "".join(re.findall(r"<b>([A-E])</b>", html))
+
+
+def test_the_base_list_follows_last_seen_within_and_across_hours(staff):
+    from events.admin import EventBaseAdmin
+
+    capture_seen_bases()
+    assert listed_names(staff.get("/admin/events/eventbase/").content.decode()) == "ABCDE"
+    column = 1 + EventBaseAdmin.list_display.index("last")  # "o" counts the actions' checkbox column too
+    # The column's ordering is "-last_seen": its first click lists the latest first, the next the earliest.
+    assert listed_names(staff.get("/admin/events/eventbase/", {"o": column}).content.decode()) == "ABCDE"
+    assert listed_names(staff.get("/admin/events/eventbase/", {"o": -column}).content.decode()) == "EDCBA"
+
+
+def test_the_last_seen_filter_counts_from_its_start_even_within_an_hour(staff):
+    capture_seen_bases()
+    since = {"last_seen__gte": "2024-05-01 10:10:00+00:00", "last_seen__lt": "2024-05-01 11:00:00+00:00"}
+    assert listed_names(staff.get("/admin/events/eventbase/", since).content.decode()) == "AB"
+    since = {"last_seen__gte": "2024-05-01 09:30:00+00:00", "last_seen__lt": "2024-05-01 10:00:00+00:00"}
+    assert listed_names(staff.get("/admin/events/eventbase/", since).content.decode()) == "D"
