@@ -186,6 +186,18 @@ def test_async_commit_is_chosen_by_its_setting_and_off_by_default(value, expecte
     assert django_shell(code, EVENTSUM_DB_ASYNC_COMMIT=value)[-1] == expected
 
 
+def test_the_connections_never_jit_compile_queries():
+    # On a PostgreSQL built with LLVM, JIT compiled every capture statement (~0.5 s each): see settings.py.
+    code = (
+        "from django.db import connection\n"
+        "with connection.cursor() as cursor:\n"
+        "    cursor.execute('SHOW jit')\n"
+        "    print(cursor.fetchone()[0])"
+    )
+    assert django_shell(code)[-1] == "off"
+    assert django_shell(code, EVENTSUM_DB_ASYNC_COMMIT="true")[-1] == "off"
+
+
 def test_stop_db_stops_the_embedded_postgresql_that_the_others_leave_running():
     # scripts/run, manage.py and the tests leave the embedded PostgreSQL running for each other; an operator
     # stops it with scripts/stop-db (before copying its folder as a backup, say).
