@@ -92,19 +92,11 @@ _database["CONN_MAX_AGE"] = env_int("EVENTSUM_DB_CONN_MAX_AGE", 60, minimum=0)
 # A reused connection is checked before each request's first query (a poll of its socket); without the
 # check, a connection the database dropped (a restart) fails one request with 503 before it is replaced.
 _database["CONN_HEALTH_CHECKS"] = env_bool("EVENTSUM_DB_HEALTH_CHECKS", True)
-_options = _database.setdefault("OPTIONS", {})
-_options["connect_timeout"] = env_int("EVENTSUM_DB_CONNECT_TIMEOUT", 5, minimum=1)
-# No JIT compilation for this service's queries (before DATABASE_URL's own options, which can turn it back
-# on). PostgreSQL compiles a query whose estimated cost passes jit_above_cost, and the capture statement's
-# input tables are estimated at 100 rows each: on a server built with LLVM (Debian's, Ubuntu's, the official
-# Docker images) every capture spent ~0.5 s compiling a statement that runs in under a millisecond.
-_server_options = ["-c jit=off", _options.get("options", "")]
-if env_bool("EVENTSUM_DB_ASYNC_COMMIT", False):
-    # PostgreSQL's asynchronous commit for this service's connections: a commit (and so a capture's 200) no
-    # longer waits for its WAL to reach the disk. A crash of PostgreSQL or its machine can then lose the
-    # last moments of acknowledged writes, never part of one (docs/operations.md).
-    _server_options.append("-c synchronous_commit=off")
-_options["options"] = " ".join(option for option in _server_options if option)
+_database.setdefault("OPTIONS", {})["connect_timeout"] = env_int("EVENTSUM_DB_CONNECT_TIMEOUT", 5, minimum=1)
+# PostgreSQL's asynchronous commit for this service's connections (set by eventsum_project.postgresql): a
+# commit (and so a capture's 200) no longer waits for its WAL to reach the disk. A crash of PostgreSQL or its
+# machine can then lose the last moments of acknowledged writes, never part of one (docs/operations.md).
+EVENTSUM_DB_ASYNC_COMMIT = env_bool("EVENTSUM_DB_ASYNC_COMMIT", False)
 DATABASES = {"default": _database}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
