@@ -84,8 +84,14 @@ class EventBase(models.Model):
     # last_seen, and an update that changes no indexed value is HOT (no index written), so a base's
     # indexes are written once an hour instead of on every capture. Lists order by (last_seen_hour,
     # last_seen), which PostgreSQL reads from these indexes with an incremental sort.
+    # Truncated as UTC wall-clock time and turned back into an instant: PostgreSQL 14 and 15 hold the
+    # three-argument date_trunc(unit, timestamptz, zone) as not immutable, which a generated column refuses.
     last_seen_hour = models.GeneratedField(
-        expression=Func(Value("hour"), "last_seen", Value("UTC"), function="date_trunc"),
+        expression=Func(
+            Value("UTC"),
+            Func(Value("hour"), Func(Value("UTC"), "last_seen", function="timezone"), function="date_trunc"),
+            function="timezone",
+        ),
         output_field=models.DateTimeField(),
         db_persist=True,
     )

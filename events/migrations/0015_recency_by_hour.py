@@ -28,7 +28,15 @@ class Migration(migrations.Migration):
             name="last_seen_hour",
             field=models.GeneratedField(
                 db_persist=True,
-                expression=models.Func(models.Value("hour"), "last_seen", models.Value("UTC"), function="date_trunc"),
+                expression=models.Func(
+                    models.Value("UTC"),
+                    models.Func(
+                        models.Value("hour"),
+                        models.Func(models.Value("UTC"), "last_seen", function="timezone"),
+                        function="date_trunc",
+                    ),
+                    function="timezone",
+                ),
                 output_field=models.DateTimeField(),
             ),
         ),
