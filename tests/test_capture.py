@@ -476,3 +476,17 @@ def test_recount_totals_recomputes_the_running_totals_from_the_buckets(capture):
     assert assert_totals_match_buckets() == 3
     assert EventInstance.objects.get(event_base__event_name="ZeroDivisionError").has_counters
     assert EventBase.objects.get(event_name="Other").total_count == 3
+
+
+def test_the_raw_data_is_compressed_with_lz4_where_the_server_has_it(capture):
+    # tests/test_postgres_versions.py runs this on a server built with lz4 too.
+    big = {f"var{n}": f"<object at 0x7f00{n:08x}> " * 20 for n in range(40)}  # ~30 KB: compressed
+    capture(make_event(vars=big))
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT 'lz4' = ANY(enumvals) FROM pg_settings WHERE name = 'default_toast_compression'")
+        has_lz4 = cursor.fetchone()[0]
+        cursor.execute(
+            "SELECT pg_column_compression(raw_data), pg_column_compression(generic_data) FROM events_eventinstance"
+        )
+        method = "lz4" if has_lz4 else "pglz"
+        assert cursor.fetchall() == [(method, method)]
