@@ -187,7 +187,8 @@ def test_async_commit_is_chosen_by_its_setting_and_off_by_default(value, expecte
 
 
 def test_the_connections_never_jit_compile_queries():
-    # On a PostgreSQL built with LLVM, JIT compiled every capture statement (~0.5 s each): see settings.py.
+    # On a PostgreSQL built with LLVM, JIT compiled every capture statement (~0.5 s each):
+    # see eventsum_project/postgresql.
     code = (
         "from django.db import connection\n"
         "with connection.cursor() as cursor:\n"

@@ -35,11 +35,11 @@ MODULES = [
 
 def oldest_server_binaries() -> Path:
     found = sorted(Path("/usr/lib/postgresql").glob("*/bin/postgres"), key=lambda path: int(path.parts[-3]))
-    assert found, "No PostgreSQL server under /usr/lib/postgresql: scripts/test installs Debian's postgresql-15."
+    assert found, "No PostgreSQL server under /usr/lib/postgresql: scripts/test installs Debian's postgresql."
     return found[0].parent
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def old_server():
     """A throwaway cluster of that server on a Unix socket, with the distribution's defaults (JIT included)
     except durability, which a test database does not need."""
@@ -56,14 +56,14 @@ def old_server():
     options = f"-k {folder} -c listen_addresses= -c fsync=off -c full_page_writes=off"
     run(str(binaries / "pg_ctl"), "-D", str(folder / "data"), "-o", options, "-l", str(folder / "log"), "-w", "start")
     try:
-        yield folder, binaries
+        yield folder
     finally:
         run(str(binaries / "pg_ctl"), "-D", str(folder / "data"), "-m", "immediate", "-w", "stop")
         shutil.rmtree(folder, ignore_errors=True)
 
 
 def test_the_database_modules_pass_on_the_oldest_server_the_machine_has(old_server):
-    folder, binaries = old_server
+    folder = old_server
     connection = psycopg2.connect(dbname="postgres", user="postgres", host=str(folder))
     connection.autocommit = True
     with connection.cursor() as cursor:
