@@ -50,15 +50,22 @@ def old_server():
         shutil.chown(folder, user)
 
     def run(*command: str) -> None:
-        subprocess.run(command, user=user, check=True, capture_output=True, timeout=120)
+        result = subprocess.run(command, user=user, capture_output=True, text=True, timeout=120)
+        log = folder / "log"
+        assert result.returncode == 0, (
+            f"{' '.join(command)}:\n{result.stderr}\n{log.read_text() if log.exists() else ''}"
+        )
 
-    run(str(binaries / "initdb"), "-D", str(folder / "data"), "-U", "postgres", "--auth=trust", "--no-sync")
-    options = f"-k {folder} -c listen_addresses= -c fsync=off -c full_page_writes=off"
-    run(str(binaries / "pg_ctl"), "-D", str(folder / "data"), "-o", options, "-l", str(folder / "log"), "-w", "start")
+    data = str(folder / "data")
     try:
+        run(str(binaries / "initdb"), "-D", data, "-U", "postgres", "--auth=trust", "--no-sync")
+        options = f"-k {folder} -c listen_addresses= -c fsync=off -c full_page_writes=off"
+        run(str(binaries / "pg_ctl"), "-D", data, "-o", options, "-l", str(folder / "log"), "-w", "start")
         yield folder
     finally:
-        run(str(binaries / "pg_ctl"), "-D", str(folder / "data"), "-m", "immediate", "-w", "stop")
+        subprocess.run(
+            [str(binaries / "pg_ctl"), "-D", data, "-m", "immediate", "-w", "stop"], user=user, capture_output=True
+        )
         shutil.rmtree(folder, ignore_errors=True)
 
 
@@ -80,4 +87,6 @@ def test_the_database_modules_pass_on_the_oldest_server_the_machine_has(old_serv
         text=True,
         timeout=400,
     )
-    assert result.returncode == 0, f"PostgreSQL {version} (JIT available: {jit_available}):\n{result.stdout[-6000:]}"
+    assert result.returncode == 0, (
+        f"PostgreSQL {version} (JIT available: {jit_available}):\n{result.stdout[-6000:]}\n{result.stderr[-2000:]}"
+    )
