@@ -70,8 +70,7 @@ def old_server():
 
 
 def test_the_database_modules_pass_on_the_oldest_server_the_machine_has(old_server):
-    folder = old_server
-    connection = psycopg2.connect(dbname="postgres", user="postgres", host=str(folder))
+    connection = psycopg2.connect(dbname="postgres", user="postgres", host=str(old_server))
     connection.autocommit = True
     with connection.cursor() as cursor:
         cursor.execute("SELECT current_setting('server_version_num')::int, pg_jit_available()")
@@ -82,7 +81,7 @@ def test_the_database_modules_pass_on_the_oldest_server_the_machine_has(old_serv
     result = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-x", *MODULES],
         cwd=ROOT,
-        env={**os.environ, "DATABASE_URL": f"postgres://postgres@{str(folder).replace('/', '%2F')}/eventsum"},
+        env={**os.environ, "DATABASE_URL": f"postgres://postgres@{str(old_server).replace('/', '%2F')}/eventsum"},
         capture_output=True,
         text=True,
         timeout=400,
