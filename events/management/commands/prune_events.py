@@ -61,6 +61,8 @@ STEPS = [
     ),
     (
         "bases",
+        # last_seen_hour < cutoff follows from last_seen < cutoff (the hour is at most last_seen); it is
+        # stated so that the (event_group, last_seen_hour) index finds the group's old bases.
         """
         SELECT b.id FROM events_eventbase b
         WHERE b.last_seen < %(cutoff)s AND b.last_seen_hour < %(cutoff)s AND b.event_group_id = %(default_group)s
