@@ -62,6 +62,26 @@ class TestAssignGroup:
         assert "groupd_id" in response.content.decode() and str(groups[1]) in response.content.decode()
         assert [group_of(i) for i in base_ids[:2]] == [0, 0]
 
+    def test_a_base_named_with_two_groups_is_a_400_naming_both_and_nothing_changes(self, triager, base_ids, groups):
+        body = [
+            {"event_id": base_ids[0], "group_id": groups[0]},
+            {"event_id": base_ids[1], "group_id": groups[1]},
+            {"event_id": base_ids[1], "group_id": groups[0]},
+        ]
+        response = triager.post("/assign_group", body, format="json")
+        assert response.status_code == 400
+        low, high = sorted(groups)
+        assert response.json() == {
+            "event_id": [f"Event base {base_ids[1]} is assigned to more than one group ({low}, {high}): send one."]
+        }
+        assert [group_of(i) for i in base_ids[:2]] == [0, 0]
+
+    def test_a_base_named_twice_with_the_same_group_is_one_assignment(self, triager, base_ids, groups):
+        body = [{"event_id": base_ids[0], "group_id": groups[0]}, {"event_id": base_ids[0], "groupd_id": groups[0]}]
+        response = triager.post("/assign_group", body, format="json")
+        assert response.json() == {"updated": 1}
+        assert group_of(base_ids[0]) == groups[0]
+
     @pytest.mark.parametrize(
         ("body", "words"),
         [
