@@ -80,6 +80,19 @@ class CaptureView(APIView):
         return answer.as_response()
 
 
+def single_valued(params):
+    """The query parameters, refused with a 400 when one of them is given twice with different values:
+    which one was meant can't be guessed (Django would silently take the last)."""
+    if repeated := {name: values for name, values in params.lists() if len(set(values)) > 1}:
+        raise ValidationError(
+            {
+                name: [f"Given more than once with different values ({', '.join(map(repr, values))}): send one."]
+                for name, values in sorted(repeated.items())
+            }
+        )
+    return params
+
+
 class SearchView(GenericAPIView):
     """GET /search: the bases with occurrences in a time window, with counts and datapoints."""
 
@@ -90,7 +103,7 @@ class SearchView(GenericAPIView):
 
     @extend_schema(parameters=search_parameters(), responses={200: SearchResultSerializer})
     def get(self, request):
-        return Response({"events": search_bases(request.query_params)})
+        return Response({"events": search_bases(single_valued(request.query_params))})
 
 
 class DetailView(APIView):
@@ -104,8 +117,14 @@ class DetailView(APIView):
         responses={200: DetailSerializer},
     )
     def get(self, request):
-        name = "event_instance_id" if "event_instance_id" in request.query_params else "event_id"
-        raw = request.query_params.get(name)
+        params = single_valued(request.query_params)
+        given, alias = params.get("event_instance_id"), params.get("event_id")
+        if given and alias and given != alias:
+            raise ValidationError(
+                {"event_id": [f"event_instance_id {given!r} and event_id {alias!r} disagree: send one of them."]}
+            )
+        name = "event_instance_id" if "event_instance_id" in params else "event_id"
+        raw = params.get(name)
         if raw is None:
             raise ValidationError({"event_instance_id": ["This parameter is required (event_id is accepted too)."]})
         try:

@@ -66,6 +66,25 @@ def test_a_missing_or_malformed_id_is_a_400_naming_it(reader, params, field):
     assert field in response.json()
 
 
+@pytest.mark.parametrize(
+    ("query", "message"),
+    [
+        ("event_id={a}&event_id={b}", "Given more than once with different values ('{a}', '{b}'): send one."),
+        (
+            "event_instance_id={a}&event_id={b}",
+            "event_instance_id '{a}' and event_id '{b}' disagree: send one of them.",
+        ),
+    ],
+)
+def test_two_different_ids_are_a_400_naming_both(reader, capture, query, message):
+    a, b = (capture(make_event(lineno=line))["event_instance_id"] for line in (1, 2))
+    response = reader.get("/detail?" + query.format(a=a, b=b))
+    assert response.status_code == 400
+    assert response.json() == {"event_id": [message.format(a=a, b=b)]}
+    # the same id under both names, or twice, is one id
+    assert reader.get(f"/detail?event_instance_id={a}&event_id={a}&event_id={a}").json()["event_instance_id"] == a
+
+
 def test_counters_sum_only_the_buckets_that_have_them(reader, capture):
     grouped = {"configurable_groupings": ["count_by_message"]}
     capture(make_event(message="plain", timestamp="2024-05-01 11:00:00"))

@@ -288,6 +288,15 @@ def test_a_malformed_parameter_is_a_400_naming_it(reader, params, field):
     assert field in answer, answer
 
 
+def test_a_parameter_given_twice_with_different_values_is_a_400_naming_it(reader, service_id):
+    answer = search(reader, 400, service_id=[service_id, service_id + 1], limit=[5, 5])
+    assert answer == {
+        "service_id": [f"Given more than once with different values ('{service_id}', '{service_id + 1}'): send one."]
+    }
+    # the same value twice is one value
+    assert search(reader, service_id=[service_id, service_id], **HOUR)["events"]
+
+
 @pytest.mark.django_db(transaction=True, reset_sequences=True)
 def test_the_users_example_url_verbatim(reader, capture):
     capture(make_event(timestamp="2017-12-13 21:23:10"))
