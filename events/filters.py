@@ -58,9 +58,13 @@ class EventSearchFilterSet(django_filters.FilterSet):
     service_id = IntegerFilter(
         field_name="service_id", min_value=1, help_text="Service id (required unless `service` is given)."
     )
-    service = django_filters.CharFilter(method="filter_service_name", help_text="Service by name, any spelling.")
+    service = django_filters.CharFilter(
+        method="filter_service_name", help_text="Service by name, any spelling (with service_id, the same service)."
+    )
     env_id = IntegerFilter(field_name="environment_id", min_value=1, help_text="Environment id.")
-    environment = django_filters.CharFilter(method="filter_environment_name", help_text="Environment by name.")
+    environment = django_filters.CharFilter(
+        method="filter_environment_name", help_text="Environment by name (with env_id, the same environment)."
+    )
     group_id = IntegerFilter(field_name="event_group_id", min_value=0, help_text="Group id.")
     hash = django_filters.CharFilter(field_name="processed_data_hash", max_length=64, help_text="processed_data_hash.")
     keywords = django_filters.CharFilter(

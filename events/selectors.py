@@ -11,7 +11,7 @@ from django.http import Http404
 from rest_framework.exceptions import ValidationError
 
 from events.filters import EventSearchFilterSet, keyword_condition
-from events.models import EventBase, EventBaseSearch, Service, normalize_name
+from events.models import Environment, EventBase, EventBaseSearch, Service, normalize_name
 from events.prepared import PreparedStatement
 from events.timeparse import EPOCH, bucket_seconds, bucket_start, format_time, to_unix_ms
 from grouping.memo import BoundedMemo
@@ -28,15 +28,12 @@ def search_bases(params) -> list[dict]:
     options = filterset.form.cleaned_data
     start, end = options["start_time"], options["end_time"]
 
-    service_id = options.get("service_id")
-    if service_id is None:  # by name: look the id up, so the same index serves both spellings
-        service_id = (
-            Service.objects.filter(normalized_name=normalize_name(options["service"]))
-            .values_list("id", flat=True)
-            .first()
-        )
-        if service_id is None:
-            return []
+    # By name: the id is looked up, so the same index serves both spellings.
+    service_id = _one_id(Service, options, "service_id", "service")
+    if service_id is None:
+        return []
+    if options.get("env_id") is not None:  # both filter the bases; a name that disagrees is refused, not ANDed
+        _one_id(Environment, options, "env_id", "environment")
     narrowed = any(options.get(name) not in (None, "") for name in BASE_FILTERS)
     totals = _ranked(service_id, filterset.qs.values("id") if narrowed else None, options, start, end)
     if not totals:
@@ -65,6 +62,17 @@ def search_bases(params) -> list[dict]:
         for base in map(bases.get, ids)  # in rank order
         if base is not None  # unless deleted since the ranking
     ]
+
+
+def _one_id(model, options, id_key: str, name_key: str) -> int | None:
+    """The row's id given as `id_key`, or named by `name_key`: both given, they must name the same row."""
+    given, name = options.get(id_key), options.get(name_key)
+    if not name:
+        return given
+    named = model.objects.filter(normalized_name=normalize_name(name)).values_list("id", flat=True).first()
+    if given is not None and named != given:
+        raise ValidationError({name_key: [f"{name_key} {name!r} is not {id_key} {given}: send one of them."]})
+    return named
 
 
 # The window's bases ranked from their buckets, which the (service, bucket_start) index finds. Written out

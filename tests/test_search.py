@@ -297,6 +297,19 @@ def test_a_parameter_given_twice_with_different_values_is_a_400_naming_it(reader
     assert search(reader, service_id=[service_id, service_id], **HOUR)["events"]
 
 
+def test_an_id_and_a_name_that_name_different_rows_are_a_400_naming_the_name(reader, service_id):
+    env_id = EventBase.objects.get().environment_id
+    assert search(reader, 400, service_id=service_id, service="checkout", **HOUR) == {
+        "service": [f"service 'checkout' is not service_id {service_id}: send one of them."]
+    }
+    assert search(reader, 400, service_id=service_id, env_id=env_id, environment="stage", **HOUR) == {
+        "environment": [f"environment 'stage' is not env_id {env_id}: send one of them."]
+    }
+    # Any spelling of the same row agrees.
+    answer = search(reader, service_id=service_id, service="wish-fe", env_id=env_id, environment=" Prod", **HOUR)
+    assert [event["total_count"] for event in answer["events"]] == [4]
+
+
 @pytest.mark.django_db(transaction=True, reset_sequences=True)
 def test_the_users_example_url_verbatim(reader, capture):
     capture(make_event(timestamp="2017-12-13 21:23:10"))
