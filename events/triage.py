@@ -22,21 +22,20 @@ class TriageInvalid(Exception):
 def assign_groups(assignments: list[tuple[int, int]], user, *, via: str = "API") -> int:
     """Move each base to its group, all or nothing; returns how many bases changed group. A base named
     twice must be named with the same group: which of two groups was meant can't be guessed."""
-    wanted = dict(assignments)
-    if len(wanted) < len(assignments):
-        named: dict[int, set[int]] = {}
-        for base_id, group_id in assignments:
-            named.setdefault(base_id, set()).add(group_id)
-        if conflicts := {base_id: groups for base_id, groups in named.items() if len(groups) > 1}:
-            raise TriageInvalid(
-                {
-                    "event_id": [
-                        f"Event base {base_id} is assigned to more than one group "
-                        f"({', '.join(map(str, sorted(groups)))}): send one."
-                        for base_id, groups in sorted(conflicts.items())
-                    ]
-                }
-            )
+    named: dict[int, set[int]] = {}
+    for base_id, group_id in assignments:
+        named.setdefault(base_id, set()).add(group_id)
+    if conflicts := sorted((base_id, sorted(groups)) for base_id, groups in named.items() if len(groups) > 1):
+        raise TriageInvalid(
+            {
+                "event_id": [
+                    f"Event base {base_id} is assigned to more than one group "
+                    f"({', '.join(map(str, groups))}): send one."
+                    for base_id, groups in conflicts
+                ]
+            }
+        )
+    wanted = {base_id: groups.pop() for base_id, groups in named.items()}
     return in_transaction_retrying(lambda cursor: _assign(cursor, wanted, user, via), RACES)
 
 
