@@ -6,7 +6,7 @@ import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from django.db import DatabaseError, connection
+from django.db import DatabaseError, connection, transaction
 from django.db.models import Sum
 
 from events.models import EventBase, EventGroup, EventInstance, OccurrenceBucket
@@ -137,7 +137,7 @@ def test_captures_racing_deletions_of_their_rows_are_all_stored_with_their_full_
     ("command", "days_ago"),
     [
         # Events older than the retention: the prune deletes their buckets (and then their rows) while they
-        # arrive, locking buckets before instances where a capture locks instances first.
+        # arrive.
         (["prune_events", "--batch-size", "1"], 120),
         # Sums read from the buckets while captures add to them, a row at a time.
         (["recount_totals", "--batch-size", "1"], 0),
@@ -181,6 +181,58 @@ def test_captures_racing_a_command_on_the_totals_keep_them_exact(live_server, co
 
     assert statuses == [200] * CLIENTS * 30
     assert_totals_match_buckets()
+
+
+def test_a_prune_batch_takes_its_locks_in_the_order_a_capture_does():
+    # A capture locks its bases in the order of their keys, then their instances, then their buckets. Here
+    # this connection plays a capture of two old bases: it holds the first base in key order while a prune
+    # batch of both bases' buckets starts. The batch must wait for it holding nothing, so that the rest
+    # of the capture's locks (NOWAIT: any one held by the batch fails at once) are free.
+    import threading
+    import time
+    from datetime import UTC, datetime, timedelta
+    from io import StringIO
+
+    from django.core.management import call_command
+
+    from events.services import capture_events
+
+    old = (datetime.now(UTC) - timedelta(days=120)).strftime("%Y-%m-%d %H:%M:%S")
+    # Captured in this order, "alpha" gets the lower id; in the keys' order (code points) "Zeta" comes first.
+    for name in ("alpha", "Zeta"):
+        capture_events([make_event(event_name=name, timestamp=old)])
+    by_name = {base.event_name: base for base in EventBase.objects.all()}
+    assert by_name["alpha"].id < by_name["Zeta"].id
+    pruned = []
+
+    def prune():
+        try:
+            pruned.append(call_command("prune_events", "--batch-size", "2", stdout=StringIO()))
+        finally:
+            connection.close()
+
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute("SELECT id FROM events_eventbase WHERE id = %s FOR NO KEY UPDATE", [by_name["Zeta"].id])
+        pruner = threading.Thread(target=prune)
+        pruner.start()
+        waited = time.monotonic()
+        while True:  # until the batch waits for a lock
+            cursor.execute("SELECT count(*) FROM pg_locks WHERE NOT granted")
+            if cursor.fetchone()[0]:
+                break
+            assert time.monotonic() - waited < 20, "the prune never waited for the base this capture holds"
+            time.sleep(0.02)
+        cursor.execute("SELECT id FROM events_eventbase WHERE id = %s FOR NO KEY UPDATE NOWAIT", [by_name["alpha"].id])
+        for table, column in (("events_eventinstance", "event_base_id"), ("events_occurrencebucket", "event_base_id")):
+            cursor.execute(
+                f"SELECT id FROM {table} WHERE {column} = ANY(%s) ORDER BY id FOR NO KEY UPDATE NOWAIT",
+                [[by_name["Zeta"].id, by_name["alpha"].id]],
+            )
+            assert len(cursor.fetchall()) == 2, table
+    pruner.join(30)
+
+    assert not pruner.is_alive() and pruned == [None]
+    assert not OccurrenceBucket.objects.exists() and not EventBase.objects.exists()
 
 
 def test_group_assignments_racing_captures_of_the_same_bases_all_succeed(live_server):

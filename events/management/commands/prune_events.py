@@ -17,9 +17,23 @@ from psycopg2 import errors as pg_errors
 from events.batches import in_transaction_retrying
 from events.models import DEFAULT_GROUP_ID
 
-# Each step: what it removes, and the rows it removes (at most %(batch)s of them per statement). The
-# last_seen conditions matter under concurrency: a capture that touches a row while we wait for its lock
-# moves last_seen, and PostgreSQL re-checks that row before deleting it.
+# A capture locks its bases first, in the order of their keys (services.coalesce sorts them as Python
+# sorts tuples: strings by code point, which is the "C" collation's order), then their instances, then
+# their buckets. A bucket batch deletes buckets and then updates their instances' and bases' totals, the
+# opposite order: so it first locks the bases, in the capture's order. A capture of those rows then waits
+# for the batch at its first lock, holding none that the batch needs.
+LOCK_BASES_OF_BUCKETS = """
+    SELECT b.id FROM events_eventbase b
+    WHERE b.id IN (SELECT event_base_id FROM events_occurrencebucket WHERE id = ANY(%(ids)s))
+    ORDER BY b.service_id, b.environment_id, b.event_type COLLATE "C", b.event_name COLLATE "C",
+             b.processed_data_hash COLLATE "C"
+    FOR NO KEY UPDATE OF b
+"""
+
+# Each step: what it removes, the rows to lock first (or None), and the rows it removes (at most
+# %(batch)s of them per statement). The last_seen conditions matter under concurrency: a capture that
+# touches a row while we wait for its lock moves last_seen, and PostgreSQL re-checks that row before
+# deleting it.
 STEPS = [
     (
         "buckets",
@@ -29,6 +43,7 @@ STEPS = [
         WHERE service_id = ANY(ARRAY(SELECT id FROM events_service)) AND bucket_start < %(cutoff)s
         ORDER BY service_id, bucket_start LIMIT %(batch)s
         """,
+        LOCK_BASES_OF_BUCKETS,
         # RETURNING gives the counts as deleted, after any capture that updated the row meanwhile.
         """
         WITH gone AS (
@@ -54,6 +69,7 @@ STEPS = [
           AND NOT EXISTS (SELECT 1 FROM events_occurrencebucket o WHERE o.event_instance_id = i.id)
         LIMIT %(batch)s
         """,
+        None,
         """
         DELETE FROM events_eventinstance i WHERE i.id = ANY(%(ids)s) AND i.last_seen < %(cutoff)s
           AND NOT EXISTS (SELECT 1 FROM events_occurrencebucket o WHERE o.event_instance_id = i.id)
@@ -69,6 +85,7 @@ STEPS = [
           AND NOT EXISTS (SELECT 1 FROM events_eventinstance i WHERE i.event_base_id = b.id)
         LIMIT %(batch)s
         """,
+        None,
         """
         DELETE FROM events_eventbase b WHERE b.id = ANY(%(ids)s) AND b.last_seen < %(cutoff)s
           AND b.event_group_id = %(default_group)s
@@ -79,8 +96,8 @@ STEPS = [
 
 # Races with captures of events older than the cutoff (their rows' last_seen stays old), after which a
 # batch runs again:
-# - a capture locks an instance before its bucket, the opposite order of a bucket batch, and PostgreSQL
-#   ends one of the two (a deadlock; the capture retries too);
+# - a deadlock with a writer that locks bases in another order (deleting a group moves its bases in no
+#   order; another prune);
 # - a capture adds a bucket to an instance (or an instance to a base) this batch found empty; the foreign
 #   key refuses the delete at commit, and the batch is selected again without it.
 RACES = (pg_errors.DeadlockDetected, pg_errors.ForeignKeyViolation)
@@ -126,10 +143,10 @@ class Command(BaseCommand):
             return
         started = time.monotonic()
         totals = {}
-        for name, select_sql, delete_sql in STEPS:
+        for name, select_sql, lock_sql, delete_sql in STEPS:
             totals[name] = 0
             while True:
-                selected, deleted = self.delete_batch(select_sql, delete_sql, parameters)
+                selected, deleted = self.delete_batch(select_sql, lock_sql, delete_sql, parameters)
                 if not selected:
                     break
                 totals[name] += deleted
@@ -142,7 +159,7 @@ class Command(BaseCommand):
         self.stdout.write(f"Deleted {summary} in {time.monotonic() - started:.1f}s")
 
     @staticmethod
-    def delete_batch(select_sql: str, delete_sql: str, parameters: dict) -> tuple[int, int]:
+    def delete_batch(select_sql: str, lock_sql: str | None, delete_sql: str, parameters: dict) -> tuple[int, int]:
         """One batch in one transaction: how many rows were selected, and how many deleted."""
 
         def work(cursor) -> tuple[int, int]:
@@ -150,6 +167,8 @@ class Command(BaseCommand):
             ids = [row[0] for row in cursor.fetchall()]
             if not ids:
                 return 0, 0
+            if lock_sql:
+                cursor.execute(lock_sql, {"ids": ids})
             cursor.execute(delete_sql, {**parameters, "ids": ids})
             return len(ids), cursor.fetchone()[0] if cursor.description else cursor.rowcount
 
