@@ -5,6 +5,17 @@ import time
 
 from django.db import DatabaseError, connection, transaction
 
+# The order in which a capture locks rows: its bases by key (events.services.coalesce sorts the keys as
+# Python sorts tuples, strings by code point: the "C" collation's order), then their instances by generic
+# hash, then their buckets. A batch that locks the same rows in this order (an ORDER BY over events_eventbase
+# b, and events_eventinstance i for instances) never waits on a capture in a cycle: a capture of its rows
+# waits at its first lock, holding none that the batch needs.
+BASE_LOCK_ORDER = (
+    'b.service_id, b.environment_id, b.event_type COLLATE "C", b.event_name COLLATE "C", '
+    'b.processed_data_hash COLLATE "C"'
+)
+INSTANCE_LOCK_ORDER = f'{BASE_LOCK_ORDER}, i.generic_data_hash COLLATE "C"'
+
 
 def in_transaction_retrying(work, races: tuple, attempts: int = 5):
     """Run work(cursor) in one transaction; run it again when it fails with one of `races` (psycopg2 error

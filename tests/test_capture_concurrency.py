@@ -183,11 +183,30 @@ def test_captures_racing_a_command_on_the_totals_keep_them_exact(live_server, co
     assert_totals_match_buckets()
 
 
-def test_a_prune_batch_takes_its_locks_in_the_order_a_capture_does():
+# The rows of a base, as a capture locks them: the base, then its instances, then their buckets.
+CAPTURE_LOCKS = {
+    "base": "SELECT id FROM events_eventbase WHERE id = %s FOR NO KEY UPDATE",
+    "instance": "SELECT id FROM events_eventinstance WHERE event_base_id = %s FOR NO KEY UPDATE",
+    "bucket": "SELECT id FROM events_occurrencebucket WHERE event_base_id = %s FOR NO KEY UPDATE",
+}
+
+
+@pytest.mark.parametrize(
+    ("command", "days_ago", "held"),
+    [
+        # A prune batch of both bases' buckets, which it deletes before updating their totals.
+        ("prune_events", 120, ["base"]),
+        # A recount's batch of instances, and (when the capture holds no instance) its batch of bases.
+        ("recount_totals", 0, ["base", "instance"]),
+        ("recount_totals", 0, ["base"]),
+    ],
+    ids=["prune", "recount-instances", "recount-bases"],
+)
+def test_a_batch_takes_its_locks_in_the_order_a_capture_does(command, days_ago, held):
     # A capture locks its bases in the order of their keys, then their instances, then their buckets. Here
-    # this connection plays a capture of two old bases: it holds the first base in key order while a prune
-    # batch of both bases' buckets starts. The batch must wait for it holding nothing, so that the rest
-    # of the capture's locks (NOWAIT: any one held by the batch fails at once) are free.
+    # this connection plays a capture of two bases: it holds the first base's rows, in key order, while a
+    # batch of the command's over both bases starts. The batch must wait for it holding nothing, so that
+    # the rest of the capture's locks are free (NOWAIT: any one held by the batch fails at once).
     import threading
     import time
     from datetime import UTC, datetime, timedelta
@@ -197,42 +216,43 @@ def test_a_prune_batch_takes_its_locks_in_the_order_a_capture_does():
 
     from events.services import capture_events
 
-    old = (datetime.now(UTC) - timedelta(days=120)).strftime("%Y-%m-%d %H:%M:%S")
+    moment = (datetime.now(UTC) - timedelta(days=days_ago)).strftime("%Y-%m-%d %H:%M:%S")
     # Captured in this order, "alpha" gets the lower id; in the keys' order (code points) "Zeta" comes first.
     for name in ("alpha", "Zeta"):
-        capture_events([make_event(event_name=name, timestamp=old)])
-    by_name = {base.event_name: base for base in EventBase.objects.all()}
-    assert by_name["alpha"].id < by_name["Zeta"].id
-    pruned = []
+        capture_events([make_event(event_name=name, timestamp=moment)])
+    first, second = EventBase.objects.get(event_name="Zeta").id, EventBase.objects.get(event_name="alpha").id
+    assert second < first
+    finished = []
 
-    def prune():
+    def run():
         try:
-            pruned.append(call_command("prune_events", "--batch-size", "2", stdout=StringIO()))
+            call_command(command, "--batch-size", "2", stdout=StringIO())
+            finished.append(command)
         finally:
             connection.close()
 
     with transaction.atomic(), connection.cursor() as cursor:
-        cursor.execute("SELECT id FROM events_eventbase WHERE id = %s FOR NO KEY UPDATE", [by_name["Zeta"].id])
-        pruner = threading.Thread(target=prune)
-        pruner.start()
+        for row in held:
+            cursor.execute(CAPTURE_LOCKS[row], [first])
+        batch = threading.Thread(target=run)
+        batch.start()
         waited = time.monotonic()
         while True:  # until the batch waits for a lock
             cursor.execute("SELECT count(*) FROM pg_locks WHERE NOT granted")
             if cursor.fetchone()[0]:
                 break
-            assert time.monotonic() - waited < 20, "the prune never waited for the base this capture holds"
+            assert time.monotonic() - waited < 20, f"{command} never waited for the rows this capture holds"
             time.sleep(0.02)
-        cursor.execute("SELECT id FROM events_eventbase WHERE id = %s FOR NO KEY UPDATE NOWAIT", [by_name["alpha"].id])
-        for table, column in (("events_eventinstance", "event_base_id"), ("events_occurrencebucket", "event_base_id")):
-            cursor.execute(
-                f"SELECT id FROM {table} WHERE {column} = ANY(%s) ORDER BY id FOR NO KEY UPDATE NOWAIT",
-                [[by_name["Zeta"].id, by_name["alpha"].id]],
-            )
-            assert len(cursor.fetchall()) == 2, table
-    pruner.join(30)
+        for row in ("base", "instance", "bucket"):
+            cursor.execute(CAPTURE_LOCKS[row] + " NOWAIT", [second])
+            assert len(cursor.fetchall()) == 1, row
+    batch.join(30)
 
-    assert not pruner.is_alive() and pruned == [None]
-    assert not OccurrenceBucket.objects.exists() and not EventBase.objects.exists()
+    assert not batch.is_alive() and finished == [command]
+    if command == "prune_events":
+        assert not OccurrenceBucket.objects.exists() and not EventBase.objects.exists()
+    else:
+        assert assert_totals_match_buckets() == 2
 
 
 def test_group_assignments_racing_captures_of_the_same_bases_all_succeed(live_server):

@@ -14,19 +14,15 @@ from django.core.management.base import BaseCommand
 from django.db import connection
 from psycopg2 import errors as pg_errors
 
-from events.batches import in_transaction_retrying
+from events.batches import BASE_LOCK_ORDER, in_transaction_retrying
 from events.models import DEFAULT_GROUP_ID
 
-# A capture locks its bases first, in the order of their keys (services.coalesce sorts them as Python
-# sorts tuples: strings by code point, which is the "C" collation's order), then their instances, then
-# their buckets. A bucket batch deletes buckets and then updates their instances' and bases' totals, the
-# opposite order: so it first locks the bases, in the capture's order. A capture of those rows then waits
-# for the batch at its first lock, holding none that the batch needs.
-LOCK_BASES_OF_BUCKETS = """
+# A bucket batch deletes buckets and then updates their instances' and bases' totals, the opposite of the
+# order in which a capture locks them: so it first locks the bases, in the capture's order.
+LOCK_BASES_OF_BUCKETS = f"""
     SELECT b.id FROM events_eventbase b
     WHERE b.id IN (SELECT event_base_id FROM events_occurrencebucket WHERE id = ANY(%(ids)s))
-    ORDER BY b.service_id, b.environment_id, b.event_type COLLATE "C", b.event_name COLLATE "C",
-             b.processed_data_hash COLLATE "C"
+    ORDER BY {BASE_LOCK_ORDER}
     FOR NO KEY UPDATE OF b
 """
 

@@ -5,9 +5,10 @@ once after a rolling upgrade to the release that introduced them, whose previous
 while the new one migrated, counted occurrences into buckets only.
 
 Works in batches of rows, each its own short transaction, beside live captures: a batch locks its rows
-first, then sums their buckets in a statement of its own. A capture changes a row's buckets only after
-it has locked the row (it updates the base, then the instance, then their buckets), so no capture can
-slip between the sums and the update; captures of those rows wait for the batch, not for the command.
+first, in the order a capture locks them (events.batches), then sums their buckets in a statement of its
+own. A capture changes a row's buckets only after it has locked the row (it updates the base, then the
+instance, then their buckets), so no capture can slip between the sums and the update; captures of those
+rows wait for the batch, not for the command, and the two never deadlock.
 """
 
 import time
@@ -16,12 +17,17 @@ from functools import partial
 from django.core.management.base import BaseCommand
 from psycopg2 import errors as pg_errors
 
-from events.batches import in_transaction_retrying
+from events.batches import BASE_LOCK_ORDER, INSTANCE_LOCK_ORDER, in_transaction_retrying
 
+# Each table: its name, the table, how a batch of its rows is locked, and how their totals are recounted.
 TABLES = [
     (
         "instances",
         "events_eventinstance",
+        f"""
+        SELECT i.id FROM events_eventinstance i JOIN events_eventbase b ON b.id = i.event_base_id
+        WHERE i.id = ANY(%(ids)s::bigint[]) ORDER BY {INSTANCE_LOCK_ORDER} FOR NO KEY UPDATE OF i
+        """,
         """
         UPDATE events_eventinstance i
         SET total_count = COALESCE(s.total, 0), has_counters = COALESCE(s.has_counters, false)
@@ -36,6 +42,8 @@ TABLES = [
     (
         "bases",
         "events_eventbase",
+        f"SELECT b.id FROM events_eventbase b WHERE b.id = ANY(%(ids)s::bigint[]) ORDER BY {BASE_LOCK_ORDER} "
+        "FOR NO KEY UPDATE OF b",
         """
         UPDATE events_eventbase b
         SET total_count = COALESCE((SELECT sum(o.count) FROM events_occurrencebucket o
@@ -57,10 +65,17 @@ class Command(BaseCommand):
             self.stderr.write("--batch-size must be at least 1")
             raise SystemExit(2)
         started = time.monotonic()
-        for name, table, update_sql in TABLES:
+        for name, table, lock_sql, update_sql in TABLES:
             done, after = 0, 0
             while True:
-                batch = partial(self.recount_batch, table=table, update_sql=update_sql, after=after, size=batch_size)
+                batch = partial(
+                    self.recount_batch,
+                    table=table,
+                    lock_sql=lock_sql,
+                    update_sql=update_sql,
+                    after=after,
+                    size=batch_size,
+                )
                 ids = in_transaction_retrying(batch, (pg_errors.DeadlockDetected,))
                 done += len(ids)
                 if len(ids) < batch_size:
@@ -70,10 +85,12 @@ class Command(BaseCommand):
         self.stdout.write(f"Recounted the running totals in {time.monotonic() - started:.1f}s")
 
     @staticmethod
-    def recount_batch(cursor, *, table: str, update_sql: str, after: int, size: int) -> list[int]:
-        # Two statements: the second's snapshot sees every capture that held one of these rows before.
-        cursor.execute(f"SELECT id FROM {table} WHERE id > %s ORDER BY id LIMIT %s FOR UPDATE", [after, size])
+    def recount_batch(cursor, *, table: str, lock_sql: str, update_sql: str, after: int, size: int) -> list[int]:
+        # The next page of ids, then their rows locked; the update is a statement of its own, whose snapshot
+        # sees every capture that held one of these rows before.
+        cursor.execute(f"SELECT id FROM {table} WHERE id > %s ORDER BY id LIMIT %s", [after, size])
         ids = [row[0] for row in cursor.fetchall()]
         if ids:
+            cursor.execute(lock_sql, {"ids": ids})
             cursor.execute(update_sql, {"ids": ids})
         return ids
