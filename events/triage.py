@@ -7,7 +7,7 @@ from django.contrib.admin.models import CHANGE, DELETION, LogEntry
 from django.contrib.contenttypes.models import ContentType
 from psycopg2 import errors as pg_errors
 
-from events.batches import in_transaction_retrying
+from events.batches import BASE_LOCK_ORDER, in_transaction_retrying
 from events.models import DEFAULT_GROUP_ID, EventBase, EventGroup
 
 RACES = (pg_errors.DeadlockDetected,)
@@ -90,6 +90,12 @@ def delete_group(group: EventGroup, user, *, via: str = "API") -> int:
         raise TriageInvalid({"detail": "Group 0 (default) cannot be deleted."})
 
     def work(cursor) -> int:
+        # The group's bases locked first, in the order a capture locks bases (as _assign does).
+        cursor.execute(
+            f"SELECT b.id FROM events_eventbase b WHERE b.event_group_id = %s ORDER BY {BASE_LOCK_ORDER} "
+            "FOR NO KEY UPDATE OF b",
+            [group.pk],
+        )
         moved = EventBase.objects.filter(event_group=group).update(event_group_id=DEFAULT_GROUP_ID)
         _log(
             user, EventGroup, [(group.pk, group.name, f"Deleted via {via}; {moved} bases moved to group 0.")], DELETION

@@ -199,8 +199,10 @@ CAPTURE_LOCKS = {
         # A recount's batch of instances, and (when the capture holds no instance) its batch of bases.
         ("recount_totals", 0, ["base", "instance"]),
         ("recount_totals", 0, ["base"]),
+        # Deleting a group moves its bases (both) to group 0.
+        ("delete_group", 0, ["base"]),
     ],
-    ids=["prune", "recount-instances", "recount-bases"],
+    ids=["prune", "recount-instances", "recount-bases", "delete-group"],
 )
 def test_a_batch_takes_its_locks_in_the_order_a_capture_does(command, days_ago, held):
     # A capture locks its bases in the order of their keys, then their instances, then their buckets. Here
@@ -215,6 +217,7 @@ def test_a_batch_takes_its_locks_in_the_order_a_capture_does(command, days_ago, 
     from django.core.management import call_command
 
     from events.services import capture_events
+    from events.triage import delete_group
 
     moment = (datetime.now(UTC) - timedelta(days=days_ago)).strftime("%Y-%m-%d %H:%M:%S")
     # Captured in this order, "alpha" gets the lower id; in the keys' order (code points) "Zeta" comes first.
@@ -222,11 +225,17 @@ def test_a_batch_takes_its_locks_in_the_order_a_capture_does(command, days_ago, 
         capture_events([make_event(event_name=name, timestamp=moment)])
     first, second = EventBase.objects.get(event_name="Zeta").id, EventBase.objects.get(event_name="alpha").id
     assert second < first
+    if command == "delete_group":
+        doomed = EventGroup.objects.create(name="doomed")
+        EventBase.objects.update(event_group=doomed)
     finished = []
 
     def run():
         try:
-            call_command(command, "--batch-size", "2", stdout=StringIO())
+            if command == "delete_group":
+                delete_group(doomed, None)
+            else:
+                call_command(command, "--batch-size", "2", stdout=StringIO())
             finished.append(command)
         finally:
             connection.close()
@@ -251,6 +260,9 @@ def test_a_batch_takes_its_locks_in_the_order_a_capture_does(command, days_ago, 
     assert not batch.is_alive() and finished == [command]
     if command == "prune_events":
         assert not OccurrenceBucket.objects.exists() and not EventBase.objects.exists()
+    elif command == "delete_group":
+        assert set(EventBase.objects.values_list("event_group_id", flat=True)) == {0}
+        assert not EventGroup.objects.filter(name="doomed").exists()
     else:
         assert assert_totals_match_buckets() == 2
 

@@ -92,8 +92,7 @@ STEPS = [
 
 # Races with captures of events older than the cutoff (their rows' last_seen stays old), after which a
 # batch runs again:
-# - a deadlock with a writer that locks bases in another order (deleting a group moves its bases in no
-#   order; another prune);
+# - a deadlock with a writer the lock order above does not cover (an UPDATE by hand, say);
 # - a capture adds a bucket to an instance (or an instance to a base) this batch found empty; the foreign
 #   key refuses the delete at commit, and the batch is selected again without it.
 RACES = (pg_errors.DeadlockDetected, pg_errors.ForeignKeyViolation)
