@@ -40,19 +40,15 @@ def assign_groups(assignments: list[tuple[int, int]], user, *, via: str = "API")
 
 
 def _assign(cursor, wanted: dict[int, int], user, via: str) -> int:
-    # The bases are locked first, in the order a capture locks a batch's bases (by identity, as
-    # events.services sorts them), so the two never wait on each other in a cycle. Sent in any other order,
-    # an assignment and a capture deadlocked, and PostgreSQL ended one of them: a 503 when it was this one.
-    identities = EventBase.objects.filter(id__in=wanted).values_list(
-        "service_id", "environment_id", "event_type", "event_name", "processed_data_hash", "id"
-    )
-    in_capture_order = [identity[-1] for identity in sorted(identities)]
+    # The bases are locked first, in the order a capture locks a batch's bases (events.batches), so the
+    # two never wait on each other in a cycle. Sent in any other order, an assignment and a capture
+    # deadlocked, and PostgreSQL ended one of them: a 503 when it was this one.
     cursor.execute(
-        "SELECT b.id FROM unnest(%s::bigint[]) WITH ORDINALITY AS v(id, n) "
-        "JOIN events_eventbase b ON b.id = v.id ORDER BY v.n FOR UPDATE OF b",
-        [in_capture_order],
+        f"SELECT b.id FROM events_eventbase b WHERE b.id = ANY(%s::bigint[]) ORDER BY {BASE_LOCK_ORDER} "
+        "FOR NO KEY UPDATE OF b",
+        [list(wanted)],
     )
-    known_bases = set(in_capture_order)
+    known_bases = {row[0] for row in cursor.fetchall()}
     known_groups = dict(EventGroup.objects.filter(id__in=set(wanted.values())).values_list("id", "name"))
     errors = {}
     if unknown := sorted(set(wanted) - known_bases):
@@ -90,7 +86,7 @@ def delete_group(group: EventGroup, user, *, via: str = "API") -> int:
         raise TriageInvalid({"detail": "Group 0 (default) cannot be deleted."})
 
     def work(cursor) -> int:
-        # The group's bases locked first, in the order a capture locks bases (as _assign does).
+        # The group's bases locked first, as _assign locks its bases.
         cursor.execute(
             f"SELECT b.id FROM events_eventbase b WHERE b.event_group_id = %s ORDER BY {BASE_LOCK_ORDER} "
             "FOR NO KEY UPDATE OF b",
