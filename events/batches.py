@@ -17,6 +17,12 @@ BASE_LOCK_ORDER = (
 INSTANCE_LOCK_ORDER = f'{BASE_LOCK_ORDER}, i.generic_data_hash COLLATE "C"'
 
 
+def lock_bases_sql(condition: str) -> str:
+    """A statement that locks the bases matching `condition` (SQL over events_eventbase b) in a capture's
+    order, for an update that does not change their keys; it returns their ids."""
+    return f"SELECT b.id FROM events_eventbase b WHERE {condition} ORDER BY {BASE_LOCK_ORDER} FOR NO KEY UPDATE OF b"
+
+
 def in_transaction_retrying(work, races: tuple, attempts: int = 5):
     """Run work(cursor) in one transaction; run it again when it fails with one of `races` (psycopg2 error
     classes: a deadlock with a capture, say), up to `attempts` times."""

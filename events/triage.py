@@ -7,7 +7,7 @@ from django.contrib.admin.models import CHANGE, DELETION, LogEntry
 from django.contrib.contenttypes.models import ContentType
 from psycopg2 import errors as pg_errors
 
-from events.batches import BASE_LOCK_ORDER, in_transaction_retrying
+from events.batches import in_transaction_retrying, lock_bases_sql
 from events.models import DEFAULT_GROUP_ID, EventBase, EventGroup
 
 RACES = (pg_errors.DeadlockDetected,)
@@ -43,11 +43,7 @@ def _assign(cursor, wanted: dict[int, int], user, via: str) -> int:
     # The bases are locked first, in the order a capture locks a batch's bases (events.batches), so the
     # two never wait on each other in a cycle. Sent in any other order, an assignment and a capture
     # deadlocked, and PostgreSQL ended one of them: a 503 when it was this one.
-    cursor.execute(
-        f"SELECT b.id FROM events_eventbase b WHERE b.id = ANY(%s::bigint[]) ORDER BY {BASE_LOCK_ORDER} "
-        "FOR NO KEY UPDATE OF b",
-        [list(wanted)],
-    )
+    cursor.execute(lock_bases_sql("b.id = ANY(%s::bigint[])"), [list(wanted)])
     known_bases = {row[0] for row in cursor.fetchall()}
     known_groups = dict(EventGroup.objects.filter(id__in=set(wanted.values())).values_list("id", "name"))
     errors = {}
@@ -87,11 +83,7 @@ def delete_group(group: EventGroup, user, *, via: str = "API") -> int:
 
     def work(cursor) -> int:
         # The group's bases locked first, as _assign locks its bases.
-        cursor.execute(
-            f"SELECT b.id FROM events_eventbase b WHERE b.event_group_id = %s ORDER BY {BASE_LOCK_ORDER} "
-            "FOR NO KEY UPDATE OF b",
-            [group.pk],
-        )
+        cursor.execute(lock_bases_sql("b.event_group_id = %s"), [group.pk])
         moved = EventBase.objects.filter(event_group=group).update(event_group_id=DEFAULT_GROUP_ID)
         _log(
             user, EventGroup, [(group.pk, group.name, f"Deleted via {via}; {moved} bases moved to group 0.")], DELETION

@@ -14,17 +14,14 @@ from django.core.management.base import BaseCommand
 from django.db import connection
 from psycopg2 import errors as pg_errors
 
-from events.batches import BASE_LOCK_ORDER, in_transaction_retrying
+from events.batches import in_transaction_retrying, lock_bases_sql
 from events.models import DEFAULT_GROUP_ID
 
 # A bucket batch deletes buckets and then updates their instances' and bases' totals, the opposite of the
 # order in which a capture locks them: so it first locks the bases, in the capture's order.
-LOCK_BASES_OF_BUCKETS = f"""
-    SELECT b.id FROM events_eventbase b
-    WHERE b.id IN (SELECT event_base_id FROM events_occurrencebucket WHERE id = ANY(%(ids)s))
-    ORDER BY {BASE_LOCK_ORDER}
-    FOR NO KEY UPDATE OF b
-"""
+LOCK_BASES_OF_BUCKETS = lock_bases_sql(
+    "b.id IN (SELECT event_base_id FROM events_occurrencebucket WHERE id = ANY(%(ids)s))"
+)
 
 # Each step: what it removes, the rows to lock first (or None), and the rows it removes (at most
 # %(batch)s of them per statement). The last_seen conditions matter under concurrency: a capture that

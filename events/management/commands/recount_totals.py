@@ -17,7 +17,7 @@ from functools import partial
 from django.core.management.base import BaseCommand
 from psycopg2 import errors as pg_errors
 
-from events.batches import BASE_LOCK_ORDER, INSTANCE_LOCK_ORDER, in_transaction_retrying
+from events.batches import INSTANCE_LOCK_ORDER, in_transaction_retrying, lock_bases_sql
 
 # Each table: its name, the table, how a batch of its rows is locked, and how their totals are recounted.
 TABLES = [
@@ -42,8 +42,7 @@ TABLES = [
     (
         "bases",
         "events_eventbase",
-        f"SELECT b.id FROM events_eventbase b WHERE b.id = ANY(%(ids)s::bigint[]) ORDER BY {BASE_LOCK_ORDER} "
-        "FOR NO KEY UPDATE OF b",
+        lock_bases_sql("b.id = ANY(%(ids)s::bigint[])"),
         """
         UPDATE events_eventbase b
         SET total_count = COALESCE((SELECT sum(o.count) FROM events_occurrencebucket o
