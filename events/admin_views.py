@@ -42,24 +42,24 @@ def hourly_counts(column: str, table: str) -> RawSQL:
 
 
 def svg_chart(counts: list[int] | None, width: int = 120, height: int = 24) -> str:
-    """A bar chart of hourly counts as inline SVG: no JavaScript, no extra request."""
-    counts = counts or [0] * HOURS
+    """A bar chart of hourly counts as inline SVG: no JavaScript, no extra request. Every value in it is a
+    number formatted here, so it is written with f-strings: format_html's escaping of each bar took ~0.6 ms
+    a chart, 30 of the base list's ~80 ms for 50 rows."""
+    counts = [int(count) for count in counts or [0] * HOURS]
     peak = max(counts) or 1
     bar = width / len(counts)
-    rows = []
+    bars = []
     for index, count in enumerate(counts):
         bar_height = max(1.0, height * count / peak) if count else 1.0
-        numbers = (f"{index * bar:.1f}", f"{height - bar_height:.1f}", f"{bar - 1:.1f}", f"{bar_height:.1f}")
-        rows.append((*numbers, f"{count} ({len(counts) - 1 - index}h ago)"))
-    bars = format_html_join("", '<rect x="{}" y="{}" width="{}" height="{}"><title>{}</title></rect>', rows)
-    return format_html(
-        '<svg class="eventsum-chart" width="{}" height="{}" viewBox="0 0 {} {}" role="img" aria-label="{}">{}</svg>',
-        width,
-        height,
-        width,
-        height,
-        f"last 24 hours: {sum(counts)} occurrences",
-        bars,
+        bars.append(
+            f'<rect x="{index * bar:.1f}" y="{height - bar_height:.1f}" width="{bar - 1:.1f}" '
+            f'height="{bar_height:.1f}"><title>{count} ({len(counts) - 1 - index}h ago)</title></rect>'
+        )
+    width, height = int(width), int(height)
+    label = f"last 24 hours: {sum(counts)} occurrences"
+    return mark_safe(  # numbers only: nothing to escape
+        f'<svg class="eventsum-chart" width="{width}" height="{height}" viewBox="0 0 {width} {height}" role="img" '
+        f'aria-label="{label}">{"".join(bars)}</svg>'
     )
 
 

@@ -9,6 +9,7 @@ from django.contrib.auth.models import User
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
+from events.admin_views import svg_chart
 from events.models import EventBase, EventGroup
 from events.services import capture_events
 from tests.conftest import make_event
@@ -42,6 +43,7 @@ def test_the_base_list_shows_counts_and_charts(staff):
     assert response.status_code == 200
     html = response.content.decode()
     assert "Hot" in html and 'aria-label="last 24 hours: 3 occurrences"' in html
+    assert "<title>3 (0h ago)</title></rect></svg>" in html  # this hour, the last bar
     assert '<td class="field-total">3</td>' in html
 
 
@@ -231,3 +233,18 @@ def test_the_last_seen_filter_counts_from_its_start_even_within_an_hour(staff):
     assert listed_names(staff.get("/admin/events/eventbase/", since).content.decode()) == "AB"
     since = {"last_seen__gte": "2024-05-01 09:30:00+00:00", "last_seen__lt": "2024-05-01 10:00:00+00:00"}
     assert listed_names(staff.get("/admin/events/eventbase/", since).content.decode()) == "D"
+
+
+def test_the_chart_draws_each_hour_as_a_bar_scaled_to_the_peak():
+    chart = svg_chart([0] * 21 + [3, 5, 10])
+    number = r'"([\d.]+)"'
+    bars = re.findall(f"<rect x={number} y={number} width={number} height={number}><title>([^<]*)</title>", chart)
+    assert len(bars) == 24
+    assert bars[0] == ("0.0", "23.0", "4.0", "1.0", "0 (23h ago)")  # an empty hour still shows a sliver
+    assert bars[-3:] == [
+        ("105.0", "16.8", "4.0", "7.2", "3 (2h ago)"),
+        ("110.0", "12.0", "4.0", "12.0", "5 (1h ago)"),
+        ("115.0", "0.0", "4.0", "24.0", "10 (0h ago)"),
+    ]
+    assert chart.startswith('<svg class="eventsum-chart" width="120" height="24" viewBox="0 0 120 24"')
+    assert 'aria-label="last 24 hours: 18 occurrences"' in chart
