@@ -6,7 +6,7 @@ import django_filters
 from django import forms
 from django.db.models import Q
 
-from events.models import EventBase, normalize_name
+from events.models import MAX_ID, EventBase, normalize_name
 from events.timeparse import parse_time
 from grouping.search_text import trigrams_of
 
@@ -56,16 +56,19 @@ class SearchForm(forms.Form):
 
 class EventSearchFilterSet(django_filters.FilterSet):
     service_id = IntegerFilter(
-        field_name="service_id", min_value=1, help_text="Service id (required unless `service` is given)."
+        field_name="service_id",
+        min_value=1,
+        max_value=MAX_ID,
+        help_text="Service id (required unless `service` is given).",
     )
     service = django_filters.CharFilter(
         method="filter_service_name", help_text="Service by name, any spelling (with service_id, the same service)."
     )
-    env_id = IntegerFilter(field_name="environment_id", min_value=1, help_text="Environment id.")
+    env_id = IntegerFilter(field_name="environment_id", min_value=1, max_value=MAX_ID, help_text="Environment id.")
     environment = django_filters.CharFilter(
         method="filter_environment_name", help_text="Environment by name (with env_id, the same environment)."
     )
-    group_id = IntegerFilter(field_name="event_group_id", min_value=0, help_text="Group id.")
+    group_id = IntegerFilter(field_name="event_group_id", min_value=0, max_value=MAX_ID, help_text="Group id.")
     hash = django_filters.CharFilter(field_name="processed_data_hash", max_length=64, help_text="processed_data_hash.")
     keywords = django_filters.CharFilter(
         method="no_filter",  # validated here; search_bases applies it to the bases active in the window

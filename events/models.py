@@ -10,6 +10,7 @@ from grouping.hashing import canonical_hash
 from grouping.pipeline import NORMALIZATION_VERSION, normalize
 
 DEFAULT_GROUP_ID = 0
+MAX_ID = 2**63 - 1  # every id is a bigint: a larger one names no row, and PostgreSQL refuses it
 _NAME_SEPARATORS = re.compile(r"[\s\-]+")
 
 

@@ -2,15 +2,16 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from events.models import DEFAULT_GROUP_ID, Environment, EventGroup, Service
+from events.models import DEFAULT_GROUP_ID, MAX_ID, Environment, EventGroup, Service
 from events.timeparse import format_time
 
 
 class AssignGroupSerializer(serializers.Serializer):
-    event_id = serializers.IntegerField(min_value=1, help_text="Event base id.")
-    group_id = serializers.IntegerField(min_value=0, required=False, help_text="Group id.")
+    event_id = serializers.IntegerField(min_value=1, max_value=MAX_ID, help_text="Event base id.")
+    group_id = serializers.IntegerField(min_value=0, max_value=MAX_ID, required=False, help_text="Group id.")
     groupd_id = serializers.IntegerField(
         min_value=0,
+        max_value=MAX_ID,
         required=False,
         write_only=True,
         help_text="Accepted as group_id (the user's document spells it so).",

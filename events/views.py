@@ -17,7 +17,7 @@ from rest_framework.views import APIView
 from events.capture import answer_capture
 from events.errors import RETRY_AFTER_SECONDS
 from events.filters import EventSearchFilterSet
-from events.models import Environment, EventBase, EventGroup, Service
+from events.models import MAX_ID, Environment, EventBase, EventGroup, Service
 from events.observability import database_answers, metrics_text
 from events.permissions import CanReadOrTriage, CanTriage
 from events.schema import search_parameters
@@ -129,7 +129,7 @@ class DetailView(APIView):
             raise ValidationError({"event_instance_id": ["This parameter is required (event_id is accepted too)."]})
         try:
             instance_id = int(raw)
-            if not 1 <= instance_id < 2**63:
+            if not 1 <= instance_id <= MAX_ID:
                 raise ValueError
         except ValueError:
             raise ValidationError({name: [f"{raw!r} is not a valid id."]}) from None

@@ -281,6 +281,9 @@ class TestKeywordsWithSortsAndLimit:
         ({"service_id": 1, "sort": "oldest"}, "sort"),
         ({"service_id": 1, "group_id": "x"}, "group_id"),
         ({"service_id": 1, "env_id": "-"}, "env_id"),
+        ({"service_id": 2**63}, "service_id"),
+        ({"service_id": 1, "env_id": 2**70}, "env_id"),
+        ({"service_id": 1, "group_id": 2**63}, "group_id"),
     ],
 )
 def test_a_malformed_parameter_is_a_400_naming_it(reader, params, field):

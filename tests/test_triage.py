@@ -88,6 +88,9 @@ class TestAssignGroup:
             ({"event_id": 1}, "group_id"),
             ({"group_id": 1}, "event_id"),
             ({"event_id": "x", "group_id": 1}, "event_id"),
+            ({"event_id": 2**63, "group_id": 0}, "event_id"),
+            ([{"event_id": 1, "group_id": 2**70}], "group_id"),
+            ({"event_id": 1, "groupd_id": 2**63}, "groupd_id"),
             ([], "Empty"),
             ("text", "non_field_errors"),
         ],
@@ -151,6 +154,8 @@ class TestGroups:
 
     def test_an_unknown_group_is_a_404(self, triager):
         assert triager.get("/groups/4242").status_code == 404
+        assert triager.get(f"/groups/{2**70}").status_code == 404
+        assert triager.delete(f"/groups/{2**63}").status_code == 404
 
     def test_deleting_a_group_moves_its_bases_to_group_0(self, triager, base_ids, groups):
         triager.post("/assign_group", [{"event_id": i, "group_id": groups[0]} for i in base_ids[:2]], format="json")
