@@ -5,6 +5,7 @@ from datetime import UTC, datetime, timedelta
 
 from django.contrib.admin import DateFieldListFilter
 from django.contrib.admin.views.main import ChangeList
+from django.core.exceptions import EmptyResultSet
 from django.core.paginator import Paginator
 from django.db import connection
 from django.db.models.expressions import RawSQL
@@ -169,7 +170,10 @@ class CappedCountPaginator(Paginator):
     @cached_property
     def count(self) -> int:
         query = self.object_list.values("pk").order_by()[: self.CAP + 1].query
-        sql, params = query.sql_with_params()
+        try:
+            sql, params = query.sql_with_params()
+        except EmptyResultSet:  # a filter no row can match, such as an id past bigint: Django's count is 0 too
+            return 0
         with connection.cursor() as cursor:
             cursor.execute(f"SELECT count(*) FROM ({sql}) AS capped", params)
             return cursor.fetchone()[0]

@@ -190,6 +190,20 @@ def test_a_base_page_shows_its_latest_instances_and_links_to_them_all(staff, mon
     assert f'?event_base__id__exact={base.id}">all 4 →</a>' in html
 
 
+@pytest.mark.parametrize(
+    ("path", "shown"),
+    [
+        (f"/admin/events/eventbase/?id__exact={2**70}", "0 event bases"),
+        (f"/admin/events/eventinstance/?event_base__id__exact={2**63}", "0 event instances"),  # the base page's link
+    ],
+)
+def test_a_list_filtered_by_an_id_past_bigint_is_empty(staff, path, shown):
+    capture_bases(2)
+    response = staff.get(path)
+    assert response.status_code == 200
+    assert shown in response.content.decode()
+
+
 def test_a_later_page_of_services_counts_the_bases_of_its_own_rows_only(staff, monkeypatch):
     from events.admin import ServiceAdmin
 
