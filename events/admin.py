@@ -23,6 +23,7 @@ from events.admin_views import (
 )
 from events.filters import keyword_condition
 from events.models import DEFAULT_GROUP_ID, Environment, EventBase, EventGroup, EventInstance, Service
+from events.services import sanitize
 from events.timeparse import format_time
 from events.triage import TriageInvalid, assign_groups, delete_group
 
@@ -39,7 +40,8 @@ class EventTypeFilter(admin.SimpleListFilter):
         return [(value, value) for value in distinct_values("events_eventbase", "event_type")]
 
     def queryset(self, request, queryset):
-        return queryset.filter(event_type=self.value()) if self.value() else queryset
+        # The value as a captured type is stored (a NUL, which PostgreSQL refuses, as U+FFFD).
+        return queryset.filter(event_type=sanitize(self.value())) if self.value() else queryset
 
 
 class AssignGroupForm(forms.Form):

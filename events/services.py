@@ -843,7 +843,7 @@ def parse_capture_body(body: bytes) -> list:
     if data is _UNPARSED:
         data = _careful_parse(body)
     if _NEEDS_SANITIZING.search(body):
-        data = _sanitize(data)
+        data = sanitize(data)
     if isinstance(data, list):
         if not data:
             raise CaptureInvalid({"detail": "Empty array: send at least one event."})
@@ -892,7 +892,7 @@ def _finite_float(text: str) -> float:
     return value
 
 
-def _sanitize(value):
+def sanitize(value):
     """NUL can't be stored by PostgreSQL and lone surrogates can't be encoded: both become U+FFFD."""
     if isinstance(value, str):
         if "\x00" in value:
@@ -903,7 +903,7 @@ def _sanitize(value):
             value = value.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
         return value
     if isinstance(value, dict):
-        return {_sanitize(key): _sanitize(item) for key, item in value.items()}
+        return {sanitize(key): sanitize(item) for key, item in value.items()}
     if isinstance(value, list):
-        return [_sanitize(item) for item in value]
+        return [sanitize(item) for item in value]
     return value

@@ -204,6 +204,14 @@ def test_a_list_filtered_by_an_id_past_bigint_is_empty(staff, path, shown):
     assert shown in response.content.decode()
 
 
+def test_the_type_filter_finds_a_type_captured_with_a_nul(staff):
+    capture_bases(2)
+    response = staff.post("/capture", make_event(event_type="bad\x00type"), content_type="application/json")
+    assert response.status_code == 200
+    html = staff.get("/admin/events/eventbase/", {"event_type": "bad\x00type"}).content.decode()
+    assert "1 event base" in html
+
+
 def test_a_later_page_of_services_counts_the_bases_of_its_own_rows_only(staff, monkeypatch):
     from events.admin import ServiceAdmin
 
