@@ -8,12 +8,27 @@ from functools import lru_cache
 from django.conf import settings
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+# Python's datetimes end with the years 1 and 9999. A day's margin at each end leaves room for what is
+# computed from a time: its bucket's start (EVENTSUM_TIME_INTERVAL is at most a day) and /search's
+# default one-hour window.
+EARLIEST = datetime(1, 1, 2, tzinfo=UTC)
+LATEST = datetime(9999, 12, 30, tzinfo=UTC)
 # "…T10:00:00 02:00": an offset whose "+" a URL query turned into a space.
 UNESCAPED_PLUS = re.compile(r"\d\d:\d\d(:\d\d(\.\d+)?)? \d\d:?\d\d$")
 
 
 def parse_time(value) -> datetime:
-    """An aware UTC datetime, or ValueError with a message a client can act on."""
+    """An aware UTC datetime from EARLIEST to LATEST, or ValueError with a message a client can act on."""
+    try:
+        moment = _parse(value)
+    except OverflowError:  # an offset that carries it past the year 1 or 9999
+        moment = None
+    if moment is None or not EARLIEST <= moment <= LATEST:
+        raise ValueError(f"{value!r} is out of range: times run from 0001-01-02 to 9999-12-30 (UTC)")
+    return moment
+
+
+def _parse(value) -> datetime:
     if isinstance(value, bool) or value is None:
         raise ValueError("expected a time string or Unix epoch seconds")
     if isinstance(value, (int, float)):

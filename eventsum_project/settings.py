@@ -117,7 +117,7 @@ WHITENOISE_USE_FINDERS = True  # serve straight from the apps when collectstatic
 
 # --- Eventsum --------------------------------------------------------------------------------------
 EVENTSUM_TIME_FORMAT = env_time_format("EVENTSUM_TIME_FORMAT", "%Y-%m-%d %H:%M:%S")
-EVENTSUM_TIME_INTERVAL = env_int("EVENTSUM_TIME_INTERVAL", 1, minimum=1)  # bucket size, minutes
+EVENTSUM_TIME_INTERVAL = env_int("EVENTSUM_TIME_INTERVAL", 1, minimum=1, maximum=1440)  # bucket size, minutes
 EVENTSUM_AUTO_CREATE = env_bool("EVENTSUM_AUTO_CREATE", True)
 EVENTSUM_INGEST_KEYS = env_list("EVENTSUM_INGEST_KEYS")
 EVENTSUM_PUBLIC_READ = env_bool("EVENTSUM_PUBLIC_READ", False)

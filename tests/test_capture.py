@@ -158,6 +158,10 @@ def test_an_array_with_one_bad_item_stores_nothing_and_names_the_index(client):
         ({"timestamp": "yesterday"}, "timestamp", "'yesterday'"),
         ({"timestamp": True}, "timestamp", "time"),
         ({"timestamp": 1e300}, "timestamp", "range"),
+        ({"timestamp": "0001-01-01T00:00:00+14:00"}, "timestamp", "out of range"),  # before the year 1 in UTC
+        ({"timestamp": "9999-12-31T23:30:00-12:00"}, "timestamp", "out of range"),  # after 9999
+        ({"timestamp": "0001-01-01 23:59:59"}, "timestamp", "0001-01-02"),
+        ({"timestamp": -62135596800}, "timestamp", "out of range"),
         ({"configurable_filters": ["a"]}, "configurable_filters", "object"),
         ({"configurable_filters": {"instance": "x"}}, "configurable_filters", "list"),
         ({"configurable_filters": {"everything": []}}, "configurable_filters", "'everything'"),
@@ -304,6 +308,13 @@ class TestTimestamps:
         before = datetime.now(UTC)
         capture(event)
         assert before <= OccurrenceBucket.objects.get().last_seen <= datetime.now(UTC)
+
+    @pytest.mark.parametrize("interval", [1, 7, 1440])
+    def test_the_earliest_time_accepted_has_a_bucket_whatever_the_interval(self, capture, settings, interval):
+        settings.EVENTSUM_TIME_INTERVAL = interval
+        capture(make_event(timestamp="0001-01-02T00:00:00Z"))  # the latest is clamped to receive time
+        start = OccurrenceBucket.objects.get().bucket_start
+        assert start <= datetime(1, 1, 2, tzinfo=UTC) < start + timedelta(minutes=interval)
 
     def test_buckets_follow_the_configured_interval(self, capture, settings):
         settings.EVENTSUM_TIME_INTERVAL = 5

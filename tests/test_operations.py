@@ -136,6 +136,7 @@ def test_json_log_lines_carry_the_request_fields():
     [
         ("EVENTSUM_TIME_INTERVAL", "abc"),
         ("EVENTSUM_TIME_INTERVAL", "0"),
+        ("EVENTSUM_TIME_INTERVAL", "1441"),
         ("EVENTSUM_AUTO_CREATE", "maybe"),
         ("EVENTSUM_MAX_BATCH", "-5"),
         ("EVENTSUM_LOG_FORMAT", "xml"),

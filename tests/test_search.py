@@ -66,6 +66,18 @@ def test_a_long_window_has_at_most_200_points_whose_step_is_a_multiple_of_the_bu
     assert points[89]["count"] == points[91]["count"] == 0
 
 
+@pytest.mark.parametrize("sort", ["count", "recent", "increased"])
+def test_the_widest_window_accepted_answers(reader, service_id, sort):
+    widest = {"start_time": "0001-01-02 00:00:00", "end_time": "9999-12-30 00:00:00"}
+    events = search(reader, service_id=service_id, sort=sort, **widest)["events"]
+    if sort == "increased":  # all four occurrences fall in the window's earlier half
+        assert events == []
+    else:
+        (event,) = events
+        assert len(event["datapoints"]) <= 200
+        assert sum(p["count"] for p in event["datapoints"]) == event["total_count"] == 4
+
+
 def test_bases_without_occurrences_in_the_window_are_left_out(reader, service_id):
     assert search(reader, service_id=service_id, start_time="2024-05-01 12:06:00", end_time="2024-05-01 13:00:00") == {
         "events": []
@@ -284,6 +296,9 @@ class TestKeywordsWithSortsAndLimit:
         ({"service_id": 2**63}, "service_id"),
         ({"service_id": 1, "env_id": 2**70}, "env_id"),
         ({"service_id": 1, "group_id": 2**63}, "group_id"),
+        ({"service_id": 1, "end_time": "0001-01-01 00:30:00"}, "end_time"),
+        ({"service_id": 1, "start_time": "0001-01-01T00:00:00+14:00"}, "start_time"),
+        ({"service_id": 1, "end_time": "9999-12-31T23:30:00-12:00"}, "end_time"),
     ],
 )
 def test_a_malformed_parameter_is_a_400_naming_it(reader, params, field):
