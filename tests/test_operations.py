@@ -299,6 +299,22 @@ class TestPrune:
     def test_days_can_be_overridden(self, data):
         assert "Deleted 0 buckets, 0 instances, 0 bases" in self.prune("--days", "365")
 
+    @pytest.mark.parametrize(
+        ("args", "words"),
+        [
+            (["--days", "0"], "--days must be at least 1"),
+            (["--days", "1000000"], "1000000 days reach back past the year 1"),
+            (["--batch-size", "0"], "--batch-size from 1 to 1000000"),
+            (["--batch-size", str(2**70)], "--batch-size from 1 to 1000000"),
+        ],
+    )
+    def test_out_of_range_options_are_refused_naming_them_and_nothing_is_deleted(self, data, capsys, args, words):
+        with pytest.raises(SystemExit) as exit:
+            call_command("prune_events", *args, stdout=StringIO())
+        assert exit.value.code == 2
+        assert words in capsys.readouterr().err
+        assert OccurrenceBucket.objects.count() == 6
+
 
 @pytest.mark.parametrize(
     ("variable", "value"),

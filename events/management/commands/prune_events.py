@@ -17,6 +17,8 @@ from psycopg2 import errors as pg_errors
 from events.batches import in_transaction_retrying, lock_bases_sql
 from events.models import DEFAULT_GROUP_ID
 
+MAX_BATCH = 1_000_000  # each batch is one transaction, holding its rows' locks until it ends
+
 # A bucket batch deletes buckets and then updates their instances' and bases' totals, the opposite of the
 # order in which a capture locks them: so it first locks the bases, in the capture's order.
 LOCK_BASES_OF_BUCKETS = lock_bases_sql(
@@ -121,10 +123,14 @@ class Command(BaseCommand):
 
     def handle(self, days, batch_size, dry_run, **options):
         days = days if days is not None else settings.EVENTSUM_RETENTION_DAYS
-        if days < 1 or batch_size < 1:
-            self.stderr.write("--days and --batch-size must be at least 1")
+        if days < 1 or not 1 <= batch_size <= MAX_BATCH:
+            self.stderr.write(f"--days must be at least 1, and --batch-size from 1 to {MAX_BATCH}")
             raise SystemExit(2)
-        cutoff = datetime.now(UTC) - timedelta(days=days)
+        try:
+            cutoff = datetime.now(UTC) - timedelta(days=days)
+        except OverflowError:
+            self.stderr.write(f"{days} days reach back past the year 1: keep fewer (--days, EVENTSUM_RETENTION_DAYS)")
+            raise SystemExit(2) from None
         parameters = {"cutoff": cutoff, "batch": batch_size, "default_group": DEFAULT_GROUP_ID}
         self.stdout.write(f"Pruning occurrences before {cutoff:%Y-%m-%d %H:%M:%S} UTC ({days} days)")
         if dry_run:
