@@ -15,6 +15,7 @@ BASE_LOCK_ORDER = (
     'b.processed_data_hash COLLATE "C"'
 )
 INSTANCE_LOCK_ORDER = f'{BASE_LOCK_ORDER}, i.generic_data_hash COLLATE "C"'
+MAX_BATCH = 1_000_000  # the commands' largest --batch-size: each batch holds its rows' locks until it ends
 
 
 def lock_bases_sql(condition: str) -> str:

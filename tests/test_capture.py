@@ -489,6 +489,16 @@ def test_recount_totals_recomputes_the_running_totals_from_the_buckets(capture):
     assert EventBase.objects.get(event_name="Other").total_count == 3
 
 
+@pytest.mark.parametrize("size", ["0", str(2**70)])
+def test_recount_totals_refuses_a_batch_size_out_of_range(capture, capsys, size):
+    from django.core.management import call_command
+
+    with pytest.raises(SystemExit) as exit:
+        call_command("recount_totals", "--batch-size", size)
+    assert exit.value.code == 2
+    assert "--batch-size must be from 1 to 1000000" in capsys.readouterr().err
+
+
 def test_the_raw_data_is_compressed_with_lz4_where_the_server_has_it(capture):
     # tests/test_postgres_versions.py runs this on a server built with lz4 too.
     big = {f"var{n}": f"<object at 0x7f00{n:08x}> " * 20 for n in range(40)}  # ~30 KB: compressed

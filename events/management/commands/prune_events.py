@@ -14,10 +14,8 @@ from django.core.management.base import BaseCommand
 from django.db import connection
 from psycopg2 import errors as pg_errors
 
-from events.batches import in_transaction_retrying, lock_bases_sql
+from events.batches import MAX_BATCH, in_transaction_retrying, lock_bases_sql
 from events.models import DEFAULT_GROUP_ID
-
-MAX_BATCH = 1_000_000  # each batch is one transaction, holding its rows' locks until it ends
 
 # A bucket batch deletes buckets and then updates their instances' and bases' totals, the opposite of the
 # order in which a capture locks them: so it first locks the bases, in the capture's order.

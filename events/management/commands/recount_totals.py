@@ -17,7 +17,7 @@ from functools import partial
 from django.core.management.base import BaseCommand
 from psycopg2 import errors as pg_errors
 
-from events.batches import INSTANCE_LOCK_ORDER, in_transaction_retrying, lock_bases_sql
+from events.batches import INSTANCE_LOCK_ORDER, MAX_BATCH, in_transaction_retrying, lock_bases_sql
 
 # Each table: its name, the table, how a batch of its rows is locked, and how their totals are recounted.
 TABLES = [
@@ -60,8 +60,8 @@ class Command(BaseCommand):
         parser.add_argument("--batch-size", type=int, default=2000)
 
     def handle(self, batch_size, **options):
-        if batch_size < 1:
-            self.stderr.write("--batch-size must be at least 1")
+        if not 1 <= batch_size <= MAX_BATCH:
+            self.stderr.write(f"--batch-size must be from 1 to {MAX_BATCH}")
             raise SystemExit(2)
         started = time.monotonic()
         for name, table, lock_sql, update_sql in TABLES:
