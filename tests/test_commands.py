@@ -48,3 +48,17 @@ def test_load_demo_data_captures_realistic_events_over_several_services():
     assert EventInstance.objects.count() > 12  # deploys moved failing lines: several instances per base
     frames = EventInstance.objects.first().raw_data["raw_data"]["frames"]
     assert 3 <= len(frames) <= 15 and "0x7f" in frames[0]["vars"]["self"]
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["--bases", "0"], ["--bases", "5", "--occurrences", "4"], ["--days", "0"], ["--days", "nan"], ["--days", "1e9"]],
+)
+def test_load_demo_data_refuses_impossible_options_and_captures_nothing(capsys, args):
+    from events.models import EventBase
+
+    with pytest.raises(SystemExit) as exit:
+        call_command("load_demo_data", *args, stdout=StringIO())
+    assert exit.value.code == 2
+    assert "need --bases >= 1" in capsys.readouterr().err
+    assert not EventBase.objects.exists()

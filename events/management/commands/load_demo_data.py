@@ -15,8 +15,8 @@ class Command(BaseCommand):
         parser.add_argument("--days", type=float, default=3)
 
     def handle(self, bases, occurrences, days, **options):
-        if bases < 1 or occurrences < bases or days <= 0:
-            self.stderr.write("need --bases >= 1, --occurrences >= --bases and --days > 0")
+        if bases < 1 or occurrences < bases or not 0 < days <= 3650:  # refuses nan too
+            self.stderr.write("need --bases >= 1, --occurrences >= --bases and --days from 0 to 3650")
             raise SystemExit(2)
         started = time.monotonic()
         events = demo_events(bases, occurrences, days)
