@@ -463,7 +463,7 @@ INPUT_TABLES = """
 base_input AS (
     SELECT * FROM jsonb_to_recordset(%(base_rows)s::jsonb) AS t(
         idx int, service_id bigint, environment_id bigint, event_type text, event_name text, hash text, data jsonb,
-        message text, static_text text, trigrams text, search_id bigint, first_seen timestamptz,
+        message text, static_text text, message_text text, trigrams text, search_id bigint, first_seen timestamptz,
         last_seen timestamptz, total bigint)
 ), instance_input AS (
     SELECT * FROM jsonb_to_recordset(%(instance_rows)s::jsonb) AS t(
@@ -496,7 +496,7 @@ WITH {INPUT_TABLES}, bases AS (
                 = (bi.service_id, bi.environment_id, bi.event_type, bi.event_name, bi.hash)
 ), searches AS (
     INSERT INTO {SEARCH_COLUMNS}
-    SELECT base_id, static_text, lower(message), string_to_array(trigrams, ' ')
+    SELECT base_id, static_text, message_text, string_to_array(trigrams, ' ')
     FROM base_rows WHERE base_id IS DISTINCT FROM search_id ORDER BY idx
     {SEARCH_CONFLICT}
     RETURNING 1
@@ -541,7 +541,7 @@ WITH {INPUT_TABLES}, bases AS (
     RETURNING id, event_group_id
 ), searches AS (
     INSERT INTO {SEARCH_COLUMNS}
-    SELECT bases.id, static_text, lower(message), string_to_array(trigrams, ' ') FROM bases, base_input
+    SELECT bases.id, static_text, message_text, string_to_array(trigrams, ' ') FROM bases, base_input
     WHERE bases.id IS DISTINCT FROM base_input.search_id
     {SEARCH_CONFLICT}
     RETURNING 1
@@ -620,9 +620,11 @@ def _upsert_rows(bases: dict[tuple, _BaseRow], *, omit_stored: bool) -> tuple[di
         search_id = searched(hash((key, base.message)))
         if search_id is None:
             static_text, static_trigrams = _static_search(event)
+            # Lower-cased here, as the keywords and the trigrams are: the database's lower() follows its locale.
+            message_text = base.message.lower()
             trigrams = " ".join(trigrams_of(base.message).union(static_trigrams))
         else:
-            static_text = trigrams = None
+            static_text = message_text = trigrams = None
         base_row = {
             "idx": base_idx,
             "service_id": key[0],
@@ -633,6 +635,7 @@ def _upsert_rows(bases: dict[tuple, _BaseRow], *, omit_stored: bool) -> tuple[di
             "data": None if stored(hash(key)) else orjson.Fragment(event.processed_data_json),
             "message": base.message,
             "static_text": static_text,
+            "message_text": message_text,
             "trigrams": trigrams,
             "search_id": search_id,
             "first_seen": base.first_seen,

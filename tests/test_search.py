@@ -226,6 +226,27 @@ class TestKeywords:
         assert names(search(reader, service="kw", keywords="user_id", **HOUR)) == ["KeyError"]
         assert names(search(reader, service="kw", keywords="order_id", **HOUR)) == ["KeyError"]
 
+    def test_a_message_is_lower_cased_as_the_keywords_are(self, reader, capture, bases):
+        # By Python, not by the database, whose lower() follows its locale: Greek's final sigma, or under
+        # the C locale no letter outside ASCII at all.
+        capture(make_event(service="kw", event_name="Greek", message="ΟΔΟΣ ÜBER", timestamp="2024-05-01 12:00:00"))
+        for keywords in ("οδος", "ΟΔΟΣ", "über", "ÜBER"):
+            assert names(search(reader, service="kw", keywords=keywords, **HOUR)) == ["Greek"], keywords
+
+    def test_messages_stored_upper_case_are_lower_cased_by_the_migration(self, reader, bases):
+        from importlib import import_module
+
+        from django.apps import apps
+
+        from events.models import EventBaseSearch
+
+        # As PostgreSQL's lower() under the C locale left them.
+        EventBaseSearch.objects.filter(event_base__event_name="KeyError").update(messages_text="'user_id'\nÜBER ΟΔΟΣ")
+        assert names(search(reader, service="kw", keywords="über", **HOUR)) == []
+        import_module("events.migrations.0017_messages_lowered_by_python").lower_messages(apps, None)
+        assert EventBaseSearch.objects.get(event_base__event_name="KeyError").messages_text == "'user_id'\nüber οδος"
+        assert names(search(reader, service="kw", keywords="über", **HOUR)) == ["KeyError"]
+
 
 class TestKeywordsWithSortsAndLimit:
     """Keywords and `sort=recent` are decided on the bases after the window's ranking: the limit counts only
