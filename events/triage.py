@@ -45,7 +45,13 @@ def _assign(cursor, wanted: dict[int, int], user, via: str) -> int:
     # deadlocked, and PostgreSQL ended one of them: a 503 when it was this one.
     cursor.execute(lock_bases_sql("b.id = ANY(%s::bigint[])"), [list(wanted)])
     known_bases = {row[0] for row in cursor.fetchall()}
-    known_groups = dict(EventGroup.objects.filter(id__in=set(wanted.values())).values_list("id", "name"))
+    # The groups are kept from deletion until this commits (delete_group locks its group before it moves the
+    # group's bases, so it waits, and then moves these too); a group deleted already is unknown here.
+    cursor.execute(
+        "SELECT id, name FROM events_eventgroup WHERE id = ANY(%s::bigint[]) FOR KEY SHARE",
+        [list(set(wanted.values()))],
+    )
+    known_groups = dict(cursor.fetchall())
     errors = {}
     if unknown := sorted(set(wanted) - known_bases):
         errors["event_id"] = [f"Unknown event base ids: {', '.join(map(str, unknown))}."]
@@ -82,8 +88,10 @@ def delete_group(group: EventGroup, user, *, via: str = "API") -> int:
         raise TriageInvalid({"detail": "Group 0 (default) cannot be deleted."})
 
     def work(cursor) -> int:
-        # The group's bases locked first, as _assign locks its bases.
+        # The group's bases locked first, as _assign locks its bases, then the group, as _assign locks it:
+        # an assignment to it that has already found it commits first, and its bases are moved below too.
         cursor.execute(lock_bases_sql("b.event_group_id = %s"), [group.pk])
+        cursor.execute("SELECT id FROM events_eventgroup WHERE id = %s FOR UPDATE", [group.pk])
         moved = EventBase.objects.filter(event_group=group).update(event_group_id=DEFAULT_GROUP_ID)
         _log(
             user, EventGroup, [(group.pk, group.name, f"Deleted via {via}; {moved} bases moved to group 0.")], DELETION

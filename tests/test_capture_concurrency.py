@@ -318,3 +318,56 @@ def test_group_assignments_racing_captures_of_the_same_bases_all_succeed(live_se
 
     assert captures == [200] * 6 * 25
     assert assigned == [200] * 2 * 40
+
+
+def test_an_assignment_racing_the_deletion_of_its_group_leaves_no_base_in_a_deleted_group():
+    # The assignment has found its group and is about to move its base when the group's deletion starts.
+    # The deletion must wait for it and then move that base to group 0 as well: had it gone ahead, the
+    # assignment's commit would have pointed the base at a deleted group, which PostgreSQL refuses (a 500).
+    import threading
+    import time
+
+    from events.services import capture_events
+    from events.triage import assign_groups, delete_group
+
+    (result,) = capture_events([make_event(event_name="Contested")])
+    group = EventGroup.objects.create(name="going")
+    paused, resume, outcomes = threading.Event(), threading.Event(), {}
+
+    def pause_before_the_move(execute, sql, params, many, context):
+        if sql.lstrip().startswith("UPDATE events_eventbase AS b SET event_group_id"):
+            paused.set()
+            resume.wait(20)
+        return execute(sql, params, many, context)
+
+    def run(name, work):
+        try:
+            outcomes[name] = work()
+        except Exception as error:  # noqa: BLE001 - the test reports whatever either side raised
+            outcomes[name] = error
+        finally:
+            connection.close()
+
+    def assign():
+        with connection.execute_wrapper(pause_before_the_move):
+            return assign_groups([(result.event_base_id, group.id)], None)
+
+    assigning = threading.Thread(target=run, args=("assign", assign))
+    assigning.start()
+    assert paused.wait(20)
+    deleting = threading.Thread(target=run, args=("delete", lambda: delete_group(group, None)))
+    deleting.start()
+    with connection.cursor() as cursor:  # until the deletion has finished or waits for the assignment
+        waited = time.monotonic()
+        while deleting.is_alive() and time.monotonic() - waited < 5:
+            cursor.execute("SELECT count(*) FROM pg_locks WHERE NOT granted")
+            if cursor.fetchone()[0]:
+                break
+            time.sleep(0.02)
+    resume.set()
+    assigning.join(30)
+    deleting.join(30)
+
+    assert outcomes == {"assign": 1, "delete": 1}
+    assert EventBase.objects.get(id=result.event_base_id).event_group_id == 0
+    assert not EventGroup.objects.filter(id=group.id).exists()
