@@ -24,7 +24,7 @@ from django.core.exceptions import DisallowedHost
 from django.core.handlers.wsgi import LimitedStream, WSGIRequest
 from django.db import DatabaseError
 from django.http import HttpResponse
-from rest_framework.exceptions import APIException, ParseError, Throttled, ValidationError
+from rest_framework.exceptions import APIException, ParseError, Throttled, UnsupportedMediaType, ValidationError
 from rest_framework.response import Response
 
 from events.errors import InvalidIngestKey, PayloadTooLarge, exception_handler, server_error
@@ -46,11 +46,16 @@ class Answer:
         return HttpResponse(self.body, status=self.status, content_type="application/json", headers=dict(self.headers))
 
 
-def answer_capture(stream, content_length: str | None, ingest_key: str | None) -> Answer:
+def answer_capture(stream, content_length: str | None, ingest_key: str | None, encoding: str | None = None) -> Answer:
     """The answer to one POST /capture: `stream` holds the body, `content_length` is the declared length
-    (read no further, as Django reads a request), `ingest_key` the X-Eventsum-Key header."""
+    (read no further, as Django reads a request), `ingest_key` the X-Eventsum-Key header, `encoding` the
+    Content-Encoding header."""
     try:
         _check_ingest_key(ingest_key or "")
+        if encoding and encoding.strip().lower() != "identity":  # a compressed body would read as bad UTF-8
+            raise UnsupportedMediaType(
+                encoding, detail=f"Content-Encoding {encoding!r} is not supported: send the body uncompressed."
+            )
         body = _read_body(stream, content_length)
     except APIException as refused:
         record_rejected(refused.default_code, detail=str(refused.detail))
@@ -146,7 +151,10 @@ def capture_application(environ, start_response):
     signals.request_started.send(sender=__name__, environ=environ)
     try:
         result = answer_capture(
-            environ["wsgi.input"], environ.get("CONTENT_LENGTH"), environ.get("HTTP_X_EVENTSUM_KEY")
+            environ["wsgi.input"],
+            environ.get("CONTENT_LENGTH"),
+            environ.get("HTTP_X_EVENTSUM_KEY"),
+            environ.get("HTTP_CONTENT_ENCODING"),
         )
         headers = [*result.headers, DRF_ALLOW]
     except Exception:  # as Django's handler does with a view's uncaught error: logged, and a JSON 500

@@ -67,7 +67,8 @@ class CaptureView(APIView):
             )
         ],
         description="Body: one event object, or an array of up to EVENTSUM_MAX_BATCH of them. "
-        'An array answers {"results": [...]} in the same order, and is stored all or nothing.',
+        'An array answers {"results": [...]} in the same order, and is stored all or nothing. '
+        "The body is uncompressed JSON: a Content-Encoding other than identity is a 415.",
     )
     def post(self, request):
         # The production server answers this path in events.capture before Django sees it; the same
@@ -76,6 +77,7 @@ class CaptureView(APIView):
             request._request,  # a chunked body too (eventsum_project.wsgi)
             request.META.get("CONTENT_LENGTH"),
             request.headers.get("X-Eventsum-Key"),
+            request.headers.get("Content-Encoding"),
         )
         return answer.as_response()
 

@@ -128,6 +128,18 @@ def test_both_ways_refuse_a_body_over_the_limit_and_a_missing_or_wrong_ingest_ke
     same_answer(django, direct)
 
 
+def test_both_ways_refuse_a_compressed_body_naming_its_encoding_and_accept_identity():
+    import gzip
+
+    django, direct = both_ways(gzip.compress(as_json(make_event())), HTTP_CONTENT_ENCODING="gzip")
+    assert django[0] == 415
+    assert b"Content-Encoding 'gzip' is not supported" in django[2]
+    same_answer(django, direct)
+    django, direct = both_ways(as_json(make_event()), HTTP_CONTENT_ENCODING="identity")
+    assert django[0] == 200
+    same_answer(django, direct)
+
+
 def test_both_ways_refuse_an_unknown_service_and_a_throttled_one(settings):
     settings.EVENTSUM_AUTO_CREATE = False
     django, direct = both_ways(as_json(make_event(service="nobody")))
