@@ -25,7 +25,7 @@ from events.filters import keyword_condition
 from events.models import DEFAULT_GROUP_ID, Environment, EventBase, EventGroup, EventInstance, Service
 from events.services import sanitize
 from events.timeparse import format_time
-from events.triage import TriageInvalid, assign_groups, delete_group
+from events.triage import TriageInvalid, assign_groups, delete_group, group_kept
 
 admin.site.site_header = "Eventsum"
 admin.site.site_title = "Eventsum"
@@ -354,6 +354,12 @@ class EventGroupAdmin(BaseCountAdmin):
 
     def get_readonly_fields(self, request, obj=None):
         return ["name"] if obj is not None and obj.pk == DEFAULT_GROUP_ID else []
+
+    def save_model(self, request, obj, form, change):
+        if not change:
+            return super().save_model(request, obj, form, change)
+        with group_kept(obj):
+            return super().save_model(request, obj, form, change)
 
     def has_delete_permission(self, request, obj=None):
         if obj is not None and obj.pk == DEFAULT_GROUP_ID:

@@ -1,10 +1,14 @@
-"""Triage writes, shared by the API and the admin: group assignment and group deletion.
+"""Triage writes, shared by the API and the admin: group assignment, renaming and deletion.
 
 Every change is recorded in the admin history (LogEntry) with the user who made it, whichever way it came.
 """
 
+from contextlib import contextmanager
+
 from django.contrib.admin.models import CHANGE, DELETION, LogEntry
 from django.contrib.contenttypes.models import ContentType
+from django.db import transaction
+from django.http import Http404
 from psycopg2 import errors as pg_errors
 
 from events.batches import in_transaction_retrying, lock_bases_sql
@@ -80,6 +84,17 @@ def _assign(cursor, wanted: dict[int, int], user, via: str) -> int:
         CHANGE,
     )
     return len(changed)
+
+
+@contextmanager
+def group_kept(group: EventGroup):
+    """A transaction in which `group` can't be deleted, for saving a change to it; Http404 when it is gone
+    already. Django's save inserts a row when its update finds none: a group deleted between reading and
+    saving it would come back."""
+    with transaction.atomic():
+        if not EventGroup.objects.select_for_update().filter(pk=group.pk).exists():
+            raise Http404(f"Group {group.pk} has been deleted.")
+        yield
 
 
 def delete_group(group: EventGroup, user, *, via: str = "API") -> int:

@@ -31,7 +31,7 @@ from events.serializers import (
     SearchResultSerializer,
     ServiceSerializer,
 )
-from events.triage import TriageInvalid, assign_groups, delete_group
+from events.triage import TriageInvalid, assign_groups, delete_group, group_kept
 
 CaptureResultSerializer = inline_serializer(
     "CaptureResult",
@@ -190,7 +190,7 @@ class EventGroupViewSet(viewsets.ModelViewSet):
 
     def perform_update(self, serializer):
         try:
-            with transaction.atomic():
+            with group_kept(serializer.instance):
                 serializer.save()
         except IntegrityError:
             raise ValidationError({"name": ["An event group with this name already exists."]}) from None

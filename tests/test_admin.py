@@ -123,6 +123,28 @@ def test_deleting_a_group_in_the_admin_moves_its_bases_and_group_0_cannot_be_del
     assert staff.get("/admin/events/eventgroup/0/delete/").status_code == 403
 
 
+def test_a_group_is_created_and_renamed_in_the_admin_but_a_deleted_one_is_not_saved_again(staff, monkeypatch):
+    assert staff.post("/admin/events/eventgroup/add/", {"name": "Mobile"}).status_code == 302
+    group = EventGroup.objects.get(name="Mobile")
+    assert staff.post(f"/admin/events/eventgroup/{group.id}/change/", {"name": "Apps"}).status_code == 302
+    assert EventGroup.objects.get(id=group.id).name == "Apps"
+
+    from events.admin import EventGroupAdmin
+
+    read = EventGroupAdmin.get_object
+
+    def read_then_lose_it(self, request, object_id, from_field=None):  # deleted by someone else meanwhile
+        found = read(self, request, object_id, from_field)
+        EventGroup.objects.filter(id=object_id).delete()
+        return found
+
+    monkeypatch.setattr(EventGroupAdmin, "get_object", read_then_lose_it)
+    assert staff.post(f"/admin/events/eventgroup/{group.id}/change/", {"name": "Back"}).status_code == 404
+    # Saved, it would have been inserted again as "Back". (The 404 rolls the admin's transaction back, this
+    # test's deletion included, so the group is there as it was.)
+    assert not EventGroup.objects.filter(name="Back").exists()
+
+
 def test_groups_services_and_environments_link_to_their_bases(staff):
     capture_bases(2)
     for path, parameter in [

@@ -268,7 +268,7 @@ def test_a_batch_takes_its_locks_in_the_order_a_capture_does(command, days_ago, 
         assert not OccurrenceBucket.objects.exists() and not EventBase.objects.exists()
     elif command == "delete_group":
         assert set(EventBase.objects.values_list("event_group_id", flat=True)) == {0}
-        assert not EventGroup.objects.filter(id=group.id).exists()
+        assert not EventGroup.objects.filter(name="triaged").exists()  # (delete sets group.id to None)
     elif command == "assign_groups":
         assert set(EventBase.objects.values_list("event_group_id", flat=True)) == {group.id}
     else:
@@ -332,6 +332,7 @@ def test_an_assignment_racing_the_deletion_of_its_group_leaves_no_base_in_a_dele
 
     (result,) = capture_events([make_event(event_name="Contested")])
     group = EventGroup.objects.create(name="going")
+    group_id = group.id  # the deletion sets the instance's id to None
     paused, resume, outcomes = threading.Event(), threading.Event(), {}
 
     def pause_before_the_move(execute, sql, params, many, context):
@@ -350,7 +351,7 @@ def test_an_assignment_racing_the_deletion_of_its_group_leaves_no_base_in_a_dele
 
     def assign():
         with connection.execute_wrapper(pause_before_the_move):
-            return assign_groups([(result.event_base_id, group.id)], None)
+            return assign_groups([(result.event_base_id, group_id)], None)
 
     assigning = threading.Thread(target=run, args=("assign", assign))
     assigning.start()
@@ -370,4 +371,63 @@ def test_an_assignment_racing_the_deletion_of_its_group_leaves_no_base_in_a_dele
 
     assert outcomes == {"assign": 1, "delete": 1}
     assert EventBase.objects.get(id=result.event_base_id).event_group_id == 0
-    assert not EventGroup.objects.filter(id=group.id).exists()
+    assert not EventGroup.objects.filter(id=group_id).exists()
+
+
+def test_a_rename_racing_the_deletion_of_its_group_does_not_bring_it_back():
+    # The rename has read its group and is about to write the new name when the deletion starts. Django's
+    # save inserts a row when its update finds none: had the deletion gone ahead, the group would be back.
+    import threading
+    import time
+
+    from django.contrib.auth.models import Permission, User
+    from rest_framework.test import APIClient
+
+    from events.triage import delete_group
+
+    triager = User.objects.create_user("renaming-triager")
+    triager.user_permissions.add(Permission.objects.get(codename="change_eventgroup"))
+    group = EventGroup.objects.create(name="old name")
+    group_id = group.id  # the deletion sets the instance's id to None
+    paused, resume, outcomes = threading.Event(), threading.Event(), {}
+
+    def pause_before_the_write(execute, sql, params, many, context):
+        if sql.lstrip().startswith('UPDATE "events_eventgroup"'):
+            paused.set()
+            resume.wait(20)
+        return execute(sql, params, many, context)
+
+    def rename():
+        client = APIClient()
+        client.force_authenticate(triager)
+        try:
+            with connection.execute_wrapper(pause_before_the_write):
+                outcomes["rename"] = client.patch(f"/groups/{group_id}", {"name": "new name"}, format="json")
+        finally:
+            connection.close()
+
+    def delete():
+        try:
+            outcomes["delete"] = delete_group(group, None)
+        finally:
+            connection.close()
+
+    renaming = threading.Thread(target=rename)
+    renaming.start()
+    assert paused.wait(20)
+    deleting = threading.Thread(target=delete)
+    deleting.start()
+    with connection.cursor() as cursor:  # until the deletion has finished or waits for the rename
+        waited = time.monotonic()
+        while deleting.is_alive() and time.monotonic() - waited < 5:
+            cursor.execute("SELECT count(*) FROM pg_locks WHERE NOT granted")
+            if cursor.fetchone()[0]:
+                break
+            time.sleep(0.02)
+    resume.set()
+    renaming.join(30)
+    deleting.join(30)
+
+    assert outcomes["rename"].status_code == 200, outcomes["rename"].content
+    assert outcomes["delete"] == 0
+    assert not EventGroup.objects.filter(id=group_id).exists()
