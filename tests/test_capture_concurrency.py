@@ -320,23 +320,19 @@ def test_group_assignments_racing_captures_of_the_same_bases_all_succeed(live_se
     assert assigned == [200] * 2 * 40
 
 
-def test_an_assignment_racing_the_deletion_of_its_group_leaves_no_base_in_a_deleted_group():
-    # The assignment has found its group and is about to move its base when the group's deletion starts.
-    # The deletion must wait for it and then move that base to group 0 as well: had it gone ahead, the
-    # assignment's commit would have pointed the base at a deleted group, which PostgreSQL refuses (a 500).
+def race_with_deletion(first, pause_before: str, group: EventGroup) -> dict:
+    """Run first() in a thread until it is about to run SQL starting with `pause_before`; delete `group`
+    in another thread meanwhile, then let first() go on once the deletion has finished or waits for it.
+    Returns each side's result (or exception), as {"first": ..., "delete": ...}."""
     import threading
     import time
 
-    from events.services import capture_events
-    from events.triage import assign_groups, delete_group
+    from events.triage import delete_group
 
-    (result,) = capture_events([make_event(event_name="Contested")])
-    group = EventGroup.objects.create(name="going")
-    group_id = group.id  # the deletion sets the instance's id to None
     paused, resume, outcomes = threading.Event(), threading.Event(), {}
 
-    def pause_before_the_move(execute, sql, params, many, context):
-        if sql.lstrip().startswith("UPDATE events_eventbase AS b SET event_group_id"):
+    def pause(execute, sql, params, many, context):
+        if sql.lstrip().startswith(pause_before):
             paused.set()
             resume.wait(20)
         return execute(sql, params, many, context)
@@ -349,16 +345,16 @@ def test_an_assignment_racing_the_deletion_of_its_group_leaves_no_base_in_a_dele
         finally:
             connection.close()
 
-    def assign():
-        with connection.execute_wrapper(pause_before_the_move):
-            return assign_groups([(result.event_base_id, group_id)], None)
+    def paused_first():
+        with connection.execute_wrapper(pause):
+            return first()
 
-    assigning = threading.Thread(target=run, args=("assign", assign))
-    assigning.start()
+    first_thread = threading.Thread(target=run, args=("first", paused_first))
+    first_thread.start()
     assert paused.wait(20)
     deleting = threading.Thread(target=run, args=("delete", lambda: delete_group(group, None)))
     deleting.start()
-    with connection.cursor() as cursor:  # until the deletion has finished or waits for the assignment
+    with connection.cursor() as cursor:
         waited = time.monotonic()
         while deleting.is_alive() and time.monotonic() - waited < 5:
             cursor.execute("SELECT count(*) FROM pg_locks WHERE NOT granted")
@@ -366,10 +362,29 @@ def test_an_assignment_racing_the_deletion_of_its_group_leaves_no_base_in_a_dele
                 break
             time.sleep(0.02)
     resume.set()
-    assigning.join(30)
+    first_thread.join(30)
     deleting.join(30)
+    return outcomes
 
-    assert outcomes == {"assign": 1, "delete": 1}
+
+def test_an_assignment_racing_the_deletion_of_its_group_leaves_no_base_in_a_deleted_group():
+    # The assignment has found its group and is about to move its base when the group's deletion starts.
+    # The deletion must wait for it and then move that base to group 0 as well: had it gone ahead, the
+    # assignment's commit would have pointed the base at a deleted group, which PostgreSQL refuses (a 500).
+    from events.services import capture_events
+    from events.triage import assign_groups
+
+    (result,) = capture_events([make_event(event_name="Contested")])
+    group = EventGroup.objects.create(name="going")
+    group_id = group.id  # the deletion sets the instance's id to None
+
+    outcomes = race_with_deletion(
+        lambda: assign_groups([(result.event_base_id, group_id)], None),
+        "UPDATE events_eventbase AS b SET event_group_id",
+        group,
+    )
+
+    assert outcomes == {"first": 1, "delete": 1}
     assert EventBase.objects.get(id=result.event_base_id).event_group_id == 0
     assert not EventGroup.objects.filter(id=group_id).exists()
 
@@ -377,57 +392,22 @@ def test_an_assignment_racing_the_deletion_of_its_group_leaves_no_base_in_a_dele
 def test_a_rename_racing_the_deletion_of_its_group_does_not_bring_it_back():
     # The rename has read its group and is about to write the new name when the deletion starts. Django's
     # save inserts a row when its update finds none: had the deletion gone ahead, the group would be back.
-    import threading
-    import time
-
     from django.contrib.auth.models import Permission, User
     from rest_framework.test import APIClient
-
-    from events.triage import delete_group
 
     triager = User.objects.create_user("renaming-triager")
     triager.user_permissions.add(Permission.objects.get(codename="change_eventgroup"))
     group = EventGroup.objects.create(name="old name")
     group_id = group.id  # the deletion sets the instance's id to None
-    paused, resume, outcomes = threading.Event(), threading.Event(), {}
+    client = APIClient()
+    client.force_authenticate(triager)
 
-    def pause_before_the_write(execute, sql, params, many, context):
-        if sql.lstrip().startswith('UPDATE "events_eventgroup"'):
-            paused.set()
-            resume.wait(20)
-        return execute(sql, params, many, context)
+    outcomes = race_with_deletion(
+        lambda: client.patch(f"/groups/{group_id}", {"name": "new name"}, format="json"),
+        'UPDATE "events_eventgroup"',
+        group,
+    )
 
-    def rename():
-        client = APIClient()
-        client.force_authenticate(triager)
-        try:
-            with connection.execute_wrapper(pause_before_the_write):
-                outcomes["rename"] = client.patch(f"/groups/{group_id}", {"name": "new name"}, format="json")
-        finally:
-            connection.close()
-
-    def delete():
-        try:
-            outcomes["delete"] = delete_group(group, None)
-        finally:
-            connection.close()
-
-    renaming = threading.Thread(target=rename)
-    renaming.start()
-    assert paused.wait(20)
-    deleting = threading.Thread(target=delete)
-    deleting.start()
-    with connection.cursor() as cursor:  # until the deletion has finished or waits for the rename
-        waited = time.monotonic()
-        while deleting.is_alive() and time.monotonic() - waited < 5:
-            cursor.execute("SELECT count(*) FROM pg_locks WHERE NOT granted")
-            if cursor.fetchone()[0]:
-                break
-            time.sleep(0.02)
-    resume.set()
-    renaming.join(30)
-    deleting.join(30)
-
-    assert outcomes["rename"].status_code == 200, outcomes["rename"].content
+    assert outcomes["first"].status_code == 200, outcomes["first"].content
     assert outcomes["delete"] == 0
     assert not EventGroup.objects.filter(id=group_id).exists()
