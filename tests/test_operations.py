@@ -115,6 +115,14 @@ def test_metrics_count_stored_and_rejected_captures_and_request_latency(anonymou
     assert "eventsum_database_errors" in text
 
 
+def test_a_made_up_method_is_counted_as_other_so_clients_cannot_multiply_the_series(anonymous):
+    for method in ("BREW", "PROPFIND", "X" * 200):
+        assert anonymous.generic(method, "/health").status_code == 405
+    text = anonymous.get("/metrics").content.decode()
+    assert metric_value(text, "eventsum_request_duration_seconds_count", endpoint="health", method="other") >= 3
+    assert "BREW" not in text and "PROPFIND" not in text
+
+
 def test_each_request_and_each_rejection_is_logged(client, caplog):
     with caplog.at_level(logging.INFO):
         post_json(client, "/capture", make_event(event_name=""))
