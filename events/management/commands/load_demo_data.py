@@ -16,7 +16,7 @@ class Command(BaseCommand):
 
     def handle(self, bases, occurrences, days, **options):
         if bases < 1 or occurrences < bases or not 0 < days <= 3650:  # refuses nan too
-            self.stderr.write("need --bases >= 1, --occurrences >= --bases and --days from 0 to 3650")
+            self.stderr.write("need --bases >= 1, --occurrences >= --bases and --days above 0 and at most 3650")
             raise SystemExit(2)
         started = time.monotonic()
         events = demo_events(bases, occurrences, days)
