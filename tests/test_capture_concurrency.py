@@ -411,3 +411,50 @@ def test_a_rename_racing_the_deletion_of_its_group_does_not_bring_it_back():
     assert outcomes["first"].status_code == 200, outcomes["first"].content
     assert outcomes["delete"] == 0
     assert not EventGroup.objects.filter(id=group_id).exists()
+
+
+def test_a_prune_keeps_the_instances_of_a_base_triaged_while_it_runs():
+    # Retention keeps triaged bases with their instances. The prune has found an empty instance of an
+    # untriaged base when the base is assigned to a group: the instance must stay.
+    import threading
+    from datetime import UTC, datetime, timedelta
+    from io import StringIO
+
+    from django.core.management import call_command
+
+    from events.services import capture_events
+    from events.triage import assign_groups
+
+    old = (datetime.now(UTC) - timedelta(days=120)).strftime("%Y-%m-%d %H:%M:%S")
+    (result,) = capture_events([make_event(event_name="Kept", timestamp=old)])
+    group = EventGroup.objects.create(name="keep").id
+    found, resume, outcomes = threading.Event(), threading.Event(), {}
+
+    def pause_after_finding_instances(execute, sql, params, many, context):
+        answer = execute(sql, params, many, context)
+        if sql.lstrip().startswith("SELECT i.id FROM events_eventinstance i"):
+            found.set()
+            resume.wait(20)
+        return answer
+
+    def prune():
+        try:
+            with connection.execute_wrapper(pause_after_finding_instances):
+                call_command("prune_events", stdout=StringIO())
+            outcomes["prune"] = "done"
+        except Exception as error:  # noqa: BLE001 - reported by the assertion below
+            outcomes["prune"] = error
+        finally:
+            connection.close()
+
+    pruning = threading.Thread(target=prune)
+    pruning.start()
+    assert found.wait(20)
+    assert assign_groups([(result.event_base_id, group)], None) == 1
+    resume.set()
+    pruning.join(30)
+
+    assert outcomes == {"prune": "done"}
+    assert EventBase.objects.get(id=result.event_base_id).event_group_id == group
+    assert EventInstance.objects.filter(id=result.event_instance_id).exists()
+    assert not OccurrenceBucket.objects.exists()

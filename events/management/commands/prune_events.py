@@ -62,10 +62,13 @@ STEPS = [
           AND NOT EXISTS (SELECT 1 FROM events_occurrencebucket o WHERE o.event_instance_id = i.id)
         LIMIT %(batch)s
         """,
-        None,
+        # Their bases locked, then their group read again: a base triaged since keeps its instances.
+        lock_bases_sql("b.id IN (SELECT event_base_id FROM events_eventinstance WHERE id = ANY(%(ids)s))"),
         """
         DELETE FROM events_eventinstance i WHERE i.id = ANY(%(ids)s) AND i.last_seen < %(cutoff)s
           AND NOT EXISTS (SELECT 1 FROM events_occurrencebucket o WHERE o.event_instance_id = i.id)
+          AND EXISTS (SELECT 1 FROM events_eventbase b
+                      WHERE b.id = i.event_base_id AND b.event_group_id = %(default_group)s)
         """,
     ),
     (
