@@ -567,7 +567,7 @@ SELECT 0, instances.id, bases.id, bases.event_group_id, (SELECT count(*) FROM bu
 FROM bases, instances
 """
 
-SEARCH_TEXT_CAP = 8000
+SEARCH_TEXT_CAP = 8000  # characters of messages a base's search row holds (appends stop past it)
 
 
 # A base's static search text and trigrams never change: each process keeps the recent ones. The trigrams
@@ -621,8 +621,10 @@ def _upsert_rows(bases: dict[tuple, _BaseRow], *, omit_stored: bool) -> tuple[di
         if search_id is None:
             static_text, static_trigrams = _static_search(event)
             # Lower-cased here, as the keywords and the trigrams are: the database's lower() follows its locale.
-            message_text = base.message.lower()
-            trigrams = " ".join(trigrams_of(base.message).union(static_trigrams))
+            # Searched in its first SEARCH_TEXT_CAP characters, the most a search row's messages grow to: a
+            # 150,000-character message made 150,000 trigrams, and a capture of 1.5 s.
+            message_text = base.message[:SEARCH_TEXT_CAP].lower()
+            trigrams = " ".join(trigrams_of(message_text).union(static_trigrams))
         else:
             static_text = message_text = trigrams = None
         base_row = {

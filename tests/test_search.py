@@ -226,6 +226,20 @@ class TestKeywords:
         assert names(search(reader, service="kw", keywords="user_id", **HOUR)) == ["KeyError"]
         assert names(search(reader, service="kw", keywords="order_id", **HOUR)) == ["KeyError"]
 
+    def test_a_long_message_is_searched_in_its_first_8000_characters_and_the_texts_stop_growing(
+        self, reader, capture, bases
+    ):
+        from events.models import EventBaseSearch
+
+        long = "start " + "日本語のテキスト" * 5000 + " finish"  # 40,000 characters, ~8 distinct trigrams each
+        capture(make_event(service="kw", event_name="Long", message=long, timestamp="2024-05-01 12:00:00"))
+        capture(make_event(service="kw", event_name="Long", message="later", timestamp="2024-05-01 12:01:00"))
+        assert names(search(reader, service="kw", keywords="start", **HOUR)) == ["Long"]
+        assert names(search(reader, service="kw", keywords="finish", **HOUR)) == []
+        assert names(search(reader, service="kw", keywords="later", **HOUR)) == []  # past the cap already
+        row = EventBaseSearch.objects.get(event_base__event_name="Long")
+        assert len(row.messages_text) == 8000
+
     def test_a_message_is_lower_cased_as_the_keywords_are(self, reader, capture, bases):
         # By Python, not by the database, whose lower() follows its locale: Greek's final sigma, or under
         # the C locale no letter outside ASCII at all.
