@@ -22,6 +22,11 @@ from events.models import DEFAULT_GROUP_ID
 LOCK_BASES_OF_BUCKETS = lock_bases_sql(
     "b.id IN (SELECT event_base_id FROM events_occurrencebucket WHERE id = ANY(%(ids)s))"
 )
+# An instance batch locks its instances' bases the same way, then reads their group again in its delete: a
+# base triaged since keeps its instances.
+LOCK_BASES_OF_INSTANCES = lock_bases_sql(
+    "b.id IN (SELECT event_base_id FROM events_eventinstance WHERE id = ANY(%(ids)s))"
+)
 
 # Each step: what it removes, the rows to lock first (or None), and the rows it removes (at most
 # %(batch)s of them per statement). The last_seen conditions matter under concurrency: a capture that
@@ -62,8 +67,7 @@ STEPS = [
           AND NOT EXISTS (SELECT 1 FROM events_occurrencebucket o WHERE o.event_instance_id = i.id)
         LIMIT %(batch)s
         """,
-        # Their bases locked, then their group read again: a base triaged since keeps its instances.
-        lock_bases_sql("b.id IN (SELECT event_base_id FROM events_eventinstance WHERE id = ANY(%(ids)s))"),
+        LOCK_BASES_OF_INSTANCES,
         """
         DELETE FROM events_eventinstance i WHERE i.id = ANY(%(ids)s) AND i.last_seen < %(cutoff)s
           AND NOT EXISTS (SELECT 1 FROM events_occurrencebucket o WHERE o.event_instance_id = i.id)
