@@ -158,6 +158,10 @@ class AssignGroupView(APIView):
         return Response({"updated": updated})
 
 
+def name_taken(name: str) -> str:
+    return f"An event group named {name!r} already exists."
+
+
 class EventGroupViewSet(viewsets.ModelViewSet):
     """/groups: list with base counts, create one or many, retrieve, partial update, delete."""
 
@@ -183,7 +187,12 @@ class EventGroupViewSet(viewsets.ModelViewSet):
             with transaction.atomic():
                 serializer.save()
         except IntegrityError:
-            raise ValidationError({"name": ["An event group with this name already exists."]}) from None
+            # Another request took a name between the validation and the insert: name it, as validation does.
+            taken = set(EventGroup.objects.filter(name__in=names).values_list("name", flat=True))
+            errors = {str(index): {"name": [name_taken(name)]} for index, name in enumerate(names) if name in taken}
+            if not many:
+                errors = errors.get("0")
+            raise ValidationError(errors or {"name": ["Another request took one of these names; retry."]}) from None
         for group in serializer.instance if many else [serializer.instance]:
             group.base_count = 0
         return Response(serializer.data, status=status.HTTP_201_CREATED)
@@ -193,7 +202,7 @@ class EventGroupViewSet(viewsets.ModelViewSet):
             with group_kept(serializer.instance):
                 serializer.save()
         except IntegrityError:
-            raise ValidationError({"name": ["An event group with this name already exists."]}) from None
+            raise ValidationError({"name": [name_taken(serializer.validated_data["name"])]}) from None
 
     def destroy(self, request, *args, **kwargs):
         try:

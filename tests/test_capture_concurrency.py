@@ -458,3 +458,48 @@ def test_a_prune_keeps_the_instances_of_a_base_triaged_while_it_runs():
     assert EventBase.objects.get(id=result.event_base_id).event_group_id == group
     assert EventInstance.objects.filter(id=result.event_instance_id).exists()
     assert not OccurrenceBucket.objects.exists()
+
+
+def taking_name_first(name: str, before: str):
+    """An execute wrapper that, just before this connection runs SQL starting with `before`, has another
+    connection create a group called `name` (committed), as a concurrent request would."""
+    import threading
+
+    taken = threading.Event()
+
+    def take(execute, sql, params, many, context):
+        if sql.lstrip().startswith(before) and not taken.is_set():
+            other = threading.Thread(target=lambda: (EventGroup.objects.create(name=name), connection.close()))
+            other.start()
+            other.join(20)
+            taken.set()
+        return execute(sql, params, many, context)
+
+    return take
+
+
+@pytest.mark.parametrize("method", ["create", "rename"])
+def test_a_group_name_taken_by_a_concurrent_request_is_a_400_naming_it(method):
+    # The name passed validation, then another request created a group of that name before the write: the
+    # unique constraint refuses it, and the answer names the name (and, in an array, its index).
+    from django.contrib.auth.models import Permission, User
+    from rest_framework.test import APIClient
+
+    triager = User.objects.create_user("naming-triager")
+    triager.user_permissions.add(Permission.objects.get(codename="change_eventgroup"))
+    client = APIClient()
+    client.force_authenticate(triager)
+    if method == "create":
+        with connection.execute_wrapper(taking_name_first("checkout", 'INSERT INTO "events_eventgroup"')):
+            response = client.post("/groups", [{"name": "search"}, {"name": "checkout"}], format="json")
+        expected = {"1": {"name": ["An event group named 'checkout' already exists."]}}
+    else:
+        group = EventGroup.objects.create(name="old name")
+        with connection.execute_wrapper(taking_name_first("checkout", 'UPDATE "events_eventgroup"')):
+            response = client.patch(f"/groups/{group.id}", {"name": "checkout"}, format="json")
+        expected = {"name": ["An event group named 'checkout' already exists."]}
+
+    assert (response.status_code, response.json()) == (400, expected)
+    assert sorted(EventGroup.objects.values_list("name", flat=True)) == sorted(
+        ["default", "checkout"] + (["old name"] if method == "rename" else [])
+    )
