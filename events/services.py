@@ -270,8 +270,8 @@ def clear_id_caches() -> None:
         cache.clear()
 
 
-def resolve_ids(model: type, names: dict[str, str], field_name: str) -> dict[str, int]:
-    """Map normalized names to ids, creating unknown ones (unless EVENTSUM_AUTO_CREATE=false)."""
+def resolve_ids(model: type, names: dict[str, str]) -> dict[str, int]:
+    """Map normalized names to ids, creating unknown ones; with EVENTSUM_AUTO_CREATE=false they are left out."""
     cache = _id_caches[model]
     missing = [key for key in names if key not in cache]
     if missing:
@@ -280,18 +280,7 @@ def resolve_ids(model: type, names: dict[str, str], field_name: str) -> dict[str
             cursor.execute(f"SELECT normalized_name, id FROM {table} WHERE normalized_name = ANY(%s)", [missing])
             cache.update(cursor.fetchall())
             missing = [key for key in missing if key not in cache]
-            if missing and not settings.EVENTSUM_AUTO_CREATE:
-                cursor.execute(f"SELECT name FROM {table} ORDER BY normalized_name")
-                known = [row[0] for row in cursor.fetchall()]
-                raise CaptureInvalid(
-                    {
-                        field_name: [
-                            f"Unknown {field_name} {', '.join(repr(names[key]) for key in missing)}; "
-                            f"known: {', '.join(known) or 'none'}. EVENTSUM_AUTO_CREATE is off."
-                        ]
-                    }
-                )
-            if missing:
+            if missing and settings.EVENTSUM_AUTO_CREATE:
                 # DO NOTHING instead of a no-op update: no row lock is held for the rest of the capture.
                 cursor.execute(
                     f"INSERT INTO {table} (normalized_name, name, created_at) "
@@ -304,7 +293,35 @@ def resolve_ids(model: type, names: dict[str, str], field_name: str) -> dict[str
                 if still:  # created concurrently by another capture: visible to this new statement
                     cursor.execute(f"SELECT normalized_name, id FROM {table} WHERE normalized_name = ANY(%s)", [still])
                     cache.update(cursor.fetchall())
-    return {key: cache[key] for key in names}
+    return {key: cache[key] for key in names if key in cache}
+
+
+KNOWN_NAMES_LISTED = 50
+
+
+def unknown_names(events: list[PreparedEvent], service_ids: dict, environment_ids: dict) -> dict:
+    """EVENTSUM_AUTO_CREATE=false: the error naming each event's unknown service or environment, per index
+    in an array, with the known names (the first KNOWN_NAMES_LISTED of them)."""
+    known = {}
+    for field_name, model in (("service", Service), ("environment", Environment)):
+        names = list(model.objects.order_by("normalized_name").values_list("name", flat=True)[: KNOWN_NAMES_LISTED + 1])
+        if len(names) > KNOWN_NAMES_LISTED:
+            names[-1] = f"... (GET /{field_name}s lists all {model.objects.count()})"
+        known[field_name] = ", ".join(names) or "none"
+    errors = {}
+    for index, event in enumerate(events):
+        detail = {}
+        for field_name, key, name, ids in (
+            ("service", event.service_key, event.service_name, service_ids),
+            ("environment", event.environment_key, event.environment_name, environment_ids),
+        ):
+            if key not in ids:
+                detail[field_name] = [
+                    f"Unknown {field_name} {name!r}; known: {known[field_name]}. EVENTSUM_AUTO_CREATE is off."
+                ]
+        if detail:
+            errors[str(index)] = detail
+    return errors["0"] if len(events) == 1 else errors
 
 
 # --- 3. coalescing ------------------------------------------------------------------------------------
@@ -782,8 +799,11 @@ def _prepare_all(payloads: list, received_at: datetime) -> list[PreparedEvent]:
 
 
 def _store(events: list[PreparedEvent]) -> list[CaptureResult]:
-    service_ids = resolve_ids(Service, {e.service_key: e.service_name for e in events}, "service")
-    environment_ids = resolve_ids(Environment, {e.environment_key: e.environment_name for e in events}, "environment")
+    services = {event.service_key: event.service_name for event in events}
+    environments = {event.environment_key: event.environment_name for event in events}
+    service_ids, environment_ids = resolve_ids(Service, services), resolve_ids(Environment, environments)
+    if len(service_ids) < len(services) or len(environment_ids) < len(environments):
+        raise CaptureInvalid(unknown_names(events, service_ids, environment_ids))
     enforce_rate_limit(
         Counter(service_ids[event.service_key] for event in events),
         {service_ids[event.service_key]: event.service_name for event in events},

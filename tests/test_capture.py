@@ -123,6 +123,42 @@ def test_it_refuses_unknown_names_when_auto_create_is_off(client, settings):
     assert Service.objects.count() == 1
 
 
+def test_an_array_naming_unknown_names_when_auto_create_is_off_gets_them_per_index(client, settings):
+    Service.objects.create(name="Known Service")
+    Environment.objects.create(name="prod")
+    settings.EVENTSUM_AUTO_CREATE = False
+    events = [
+        make_event(service="known service", environment="prod"),
+        make_event(service="Other", environment="prod"),
+        make_event(service="known-service", environment="qa"),
+        make_event(service="Third", environment="Stage"),
+    ]
+
+    response = post_json(client, "/capture", events)
+
+    assert response.status_code == 400
+    errors = response.json()
+    assert sorted(errors) == ["1", "2", "3"]
+    assert list(errors["1"]) == ["service"] and list(errors["2"]) == ["environment"]
+    assert "'Other'" in errors["1"]["service"][0] and "known: Known Service." in errors["1"]["service"][0]
+    assert "'qa'" in errors["2"]["environment"][0] and "known: prod." in errors["2"]["environment"][0]
+    assert "'Third'" in errors["3"]["service"][0] and "'Stage'" in errors["3"]["environment"][0]
+    assert not OccurrenceBucket.objects.exists()
+
+
+def test_the_known_names_listed_are_capped(client, settings):
+    from events.services import KNOWN_NAMES_LISTED
+
+    Service.objects.bulk_create(Service(name=f"svc {n:03}", normalized_name=f"svc_{n:03}") for n in range(60))
+    settings.EVENTSUM_AUTO_CREATE = False
+
+    message = post_json(client, "/capture", make_event(service="Other")).json()["service"][0]
+
+    listed = message.split("known: ")[1].split(", ")
+    assert listed[:KNOWN_NAMES_LISTED] == [f"svc {n:03}" for n in range(KNOWN_NAMES_LISTED)]
+    assert listed[-1] == "... (GET /services lists all 60). EVENTSUM_AUTO_CREATE is off."
+
+
 def test_it_stores_an_array_and_answers_in_the_same_order(client):
     events = [make_event(), make_event(event_name="KeyError"), make_event()]
     response = post_json(client, "/capture", events)
