@@ -34,6 +34,15 @@ def test_eventsum_token_triager_may_triage_and_reset_replaces_the_key():
     assert client.get("/services").status_code == 401
 
 
+@pytest.mark.parametrize("username", ["", "a" * 151, "bad name!", "tab\there"])
+def test_eventsum_token_refuses_a_username_django_would_not_take_and_creates_no_user(capsys, username):
+    with pytest.raises(SystemExit) as exit:
+        run_token_command(username)
+    assert exit.value.code == 2
+    assert f"username {username!r}: " in capsys.readouterr().err
+    assert not User.objects.exists()
+
+
 def test_load_demo_data_captures_realistic_events_over_several_services():
     from django.db.models import Sum
 

@@ -1,4 +1,5 @@
 from django.contrib.auth.models import Permission, User
+from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand
 from rest_framework.authtoken.models import Token
 
@@ -14,6 +15,11 @@ class Command(BaseCommand):
         parser.add_argument("--reset", action="store_true", help="replace the user's existing token")
 
     def handle(self, username, triager, reset, **options):
+        try:  # as the admin's user form checks it: not blank, at most 150 characters, letters, digits and @.+-_
+            User._meta.get_field("username").clean(username, None)
+        except ValidationError as invalid:
+            self.stderr.write(f"username {username!r}: {' '.join(invalid.messages)}")
+            raise SystemExit(2) from None
         user, created = User.objects.get_or_create(username=username)
         if created:
             user.set_unusable_password()  # an API user; give a password with `changepassword` for the admin
