@@ -45,7 +45,10 @@ def env_int(name: str, default: int, *, minimum: int | None = None, maximum: int
 
 def env_list(name: str) -> list[str]:
     raw = os.environ.get(name, "")
-    return [item.strip() for item in raw.split(",") if item.strip()]
+    items = [item.strip() for item in raw.split(",") if item.strip()]
+    if raw.strip() and not items:  # "," is a mistake, not "unset": for the ingest keys it would open /capture
+        raise ImproperlyConfigured(f"{name}={raw!r} lists nothing; give comma-separated values or leave it unset.")
+    return items
 
 
 def env_time_format(name: str, default: str) -> str:

@@ -80,7 +80,10 @@ DATABASE_URL = os.environ.get("DATABASE_URL", "").strip()
 if DATABASE_URL:
     import dj_database_url
 
-    _database = dj_database_url.parse(DATABASE_URL)
+    try:
+        _database = dj_database_url.parse(DATABASE_URL)
+    except ValueError as error:  # the message names the part, never the password
+        raise ImproperlyConfigured(f"DATABASE_URL is not a postgres://... URL: {error}") from None
     if _database.get("ENGINE") != "django.db.backends.postgresql":
         raise ImproperlyConfigured("DATABASE_URL must point to PostgreSQL (postgres://...).")
 else:

@@ -150,6 +150,9 @@ def test_json_log_lines_carry_the_request_fields():
         ("EVENTSUM_LOG_FORMAT", "xml"),
         ("EVENTSUM_TIME_FORMAT", "%Y"),
         ("EVENTSUM_PRODUCTION", "true"),  # without SECRET_KEY
+        ("EVENTSUM_INGEST_KEYS", " , "),  # set, but no key: /capture must not be left open
+        ("DATABASE_URL", "nonsense"),
+        ("DATABASE_URL", "postgres://user:secret@host:port/db"),
     ],
 )
 def test_a_bad_setting_refuses_to_start_naming_the_variable(variable, value):
@@ -161,6 +164,7 @@ def test_a_bad_setting_refuses_to_start_naming_the_variable(variable, value):
     assert result.returncode != 0
     assert "ImproperlyConfigured" in result.stderr
     assert (variable if variable != "EVENTSUM_PRODUCTION" else "SECRET_KEY") in result.stderr.splitlines()[-1]
+    assert "secret" not in result.stderr.splitlines()[-1]  # a URL's password is not written out
 
 
 def django_shell(code: str, **variables: str) -> list[str]:
