@@ -147,6 +147,8 @@ def test_json_log_lines_carry_the_request_fields():
         ("EVENTSUM_TIME_INTERVAL", "1441"),
         ("EVENTSUM_AUTO_CREATE", "maybe"),
         ("EVENTSUM_MAX_BATCH", "-5"),
+        ("EVENTSUM_MAX_BATCH", "10001"),
+        ("EVENTSUM_MAX_BODY_BYTES", "10485760000"),
         ("EVENTSUM_LOG_FORMAT", "xml"),
         ("EVENTSUM_TIME_FORMAT", "%Y"),
         ("EVENTSUM_PRODUCTION", "true"),  # without SECRET_KEY
