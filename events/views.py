@@ -2,13 +2,13 @@
 
 from django.db import IntegrityError, transaction
 from django.db.models import Count
-from django.http import HttpResponse
+from django.http import Http404, HttpResponse
 from django_filters.rest_framework import DjangoFilterBackend
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiExample, OpenApiParameter, extend_schema, inline_serializer
 from prometheus_client import CONTENT_TYPE_LATEST
 from rest_framework import serializers, status, viewsets
-from rest_framework.exceptions import ValidationError
+from rest_framework.exceptions import NotFound, ValidationError
 from rest_framework.generics import GenericAPIView, ListAPIView
 from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
@@ -172,6 +172,12 @@ class EventGroupViewSet(viewsets.ModelViewSet):
 
     def get_queryset(self):
         return EventGroup.objects.annotate(base_count=Count("event_bases")).order_by("id")
+
+    def get_object(self):
+        try:
+            return super().get_object()
+        except Http404:  # DRF's own says "No EventGroup matches the given query.", or "Not found." for "abc"
+            raise NotFound(f"No group with id {self.kwargs[self.lookup_field]!r}.") from None
 
     @extend_schema(request=EventGroupSerializer(many=True), responses={201: EventGroupSerializer(many=True)})
     def create(self, request, *args, **kwargs):

@@ -153,9 +153,15 @@ class TestGroups:
         assert EventGroup.objects.get(id=groups[0]).name == "renamed"
 
     def test_an_unknown_group_is_a_404(self, triager):
-        assert triager.get("/groups/4242").status_code == 404
-        assert triager.get(f"/groups/{2**70}").status_code == 404
-        assert triager.delete(f"/groups/{2**63}").status_code == 404
+        assert triager.get("/groups/4242").json() == {"detail": "No group with id '4242'."}
+        for call, path in [
+            (triager.get, f"/groups/{2**70}"),
+            (triager.delete, f"/groups/{2**63}"),
+            (triager.get, "/groups/abc"),
+        ]:
+            response = call(path)
+            assert response.status_code == 404
+            assert response.json()["detail"] == f"No group with id {path.rsplit('/', 1)[1]!r}."
 
     def test_deleting_a_group_moves_its_bases_to_group_0(self, triager, base_ids, groups):
         triager.post("/assign_group", [{"event_id": i, "group_id": groups[0]} for i in base_ids[:2]], format="json")
