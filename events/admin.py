@@ -366,6 +366,24 @@ class EventGroupAdmin(BaseCountAdmin):
             return False
         return super().has_delete_permission(request, obj)
 
+    def get_deleted_objects(self, objs, request):
+        # Django's collector reads every base of the groups, whole, to list what their deletion touches: a
+        # group of a million bases never got its confirmation page. Only the groups go; their bases move.
+        groups = [group for group in objs if group.pk != DEFAULT_GROUP_ID]
+        listed = [
+            format_html(
+                '{}: <a href="{}">{}</a> (its {} move to group 0)',
+                EventGroup._meta.verbose_name.capitalize(),
+                reverse("admin:events_eventgroup_change", args=[group.pk]),
+                group,
+                self.bases(group),
+            )
+            for group in groups
+        ]
+        if len(groups) < len(objs):
+            listed.append("Group 0 (default) is kept: it is never deleted.")
+        return listed, {EventGroup._meta.verbose_name_plural: len(groups)}, set(), []
+
     def delete_model(self, request, obj):
         delete_group(obj, request.user, via="admin")
 

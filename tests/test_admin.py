@@ -123,6 +123,29 @@ def test_deleting_a_group_in_the_admin_moves_its_bases_and_group_0_cannot_be_del
     assert staff.get("/admin/events/eventgroup/0/delete/").status_code == 403
 
 
+@pytest.mark.parametrize("way", ["delete view", "delete action"])
+def test_a_group_deletion_is_confirmed_without_reading_its_bases(staff, way):
+    # Django's own confirmation read every base of the group (a million rows for a big one) to list them.
+    ids = capture_bases(3)
+    group = EventGroup.objects.create(name="Big")
+    EventBase.objects.filter(id__in=ids).update(event_group=group)
+    with CaptureQueriesContext(connection) as queries:
+        if way == "delete view":
+            response = staff.get(f"/admin/events/eventgroup/{group.id}/delete/")
+        else:
+            chosen = [group.id, 0]
+            response = staff.post(
+                "/admin/events/eventgroup/", {"action": "delete_selected", "_selected_action": chosen}
+            )
+    page = response.content.decode()
+    assert response.status_code == 200
+    assert "Big</a> (its" in page and "3 bases</a> move to group 0)" in page
+    assert "Event groups: 1" in page
+    assert ("Group 0 (default) is kept" in page) == (way == "delete action")  # selected there too
+    assert not [query["sql"] for query in queries if 'FROM "events_eventbase"' in query["sql"]]
+    assert EventBase.objects.filter(event_group=group).count() == 3
+
+
 def test_a_group_is_created_and_renamed_in_the_admin_but_a_deleted_one_is_not_saved_again(staff, monkeypatch):
     assert staff.post("/admin/events/eventgroup/add/", {"name": "Mobile"}).status_code == 302
     group = EventGroup.objects.get(name="Mobile")
