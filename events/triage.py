@@ -74,7 +74,7 @@ def _assign(cursor, wanted: dict[int, int], user, via: str) -> int:
         [list(wanted), list(wanted.values())],
     )
     changed = cursor.fetchall()
-    _log(
+    record_history(
         user,
         EventBase,
         [
@@ -108,7 +108,7 @@ def delete_group(group: EventGroup, user, *, via: str = "API") -> int:
         cursor.execute(lock_bases_sql("b.event_group_id = %s"), [group.pk])
         cursor.execute("SELECT id FROM events_eventgroup WHERE id = %s FOR UPDATE", [group.pk])
         moved = EventBase.objects.filter(event_group=group).update(event_group_id=DEFAULT_GROUP_ID)
-        _log(
+        record_history(
             user, EventGroup, [(group.pk, group.name, f"Deleted via {via}; {moved} bases moved to group 0.")], DELETION
         )
         group.delete()
@@ -117,7 +117,8 @@ def delete_group(group: EventGroup, user, *, via: str = "API") -> int:
     return in_transaction_retrying(work, RACES)
 
 
-def _log(user, model, entries: list[tuple[int, str, str]], action_flag: int) -> None:
+def record_history(user, model, entries: list[tuple[int, str, str]], action_flag: int) -> None:
+    """Admin history entries (object id, its name, message) by `user`; nothing for an anonymous change."""
     if not entries or user is None or not user.is_authenticated:
         return
     content_type = ContentType.objects.get_for_model(model)

@@ -1,5 +1,6 @@
 """Thin HTTP endpoints: check the request, call a service or selector, serialize what it returns."""
 
+from django.contrib.admin.models import ADDITION, CHANGE
 from django.db import IntegrityError, transaction
 from django.db.models import Count
 from django.http import Http404, HttpResponse
@@ -31,7 +32,7 @@ from events.serializers import (
     SearchResultSerializer,
     ServiceSerializer,
 )
-from events.triage import TriageInvalid, assign_groups, delete_group, group_kept
+from events.triage import TriageInvalid, assign_groups, delete_group, group_kept, record_history
 
 CaptureResultSerializer = inline_serializer(
     "CaptureResult",
@@ -192,6 +193,10 @@ class EventGroupViewSet(viewsets.ModelViewSet):
         try:
             with transaction.atomic():
                 serializer.save()
+                created = serializer.instance if many else [serializer.instance]
+                record_history(
+                    request.user, EventGroup, [(g.pk, g.name, "Created via API.") for g in created], ADDITION
+                )
         except IntegrityError:
             # Another request took a name between the validation and the insert: name it, as validation does.
             taken = set(EventGroup.objects.filter(name__in=names).values_list("name", flat=True))
@@ -204,9 +209,13 @@ class EventGroupViewSet(viewsets.ModelViewSet):
         return Response(serializer.data, status=status.HTTP_201_CREATED)
 
     def perform_update(self, serializer):
+        group, old_name = serializer.instance, serializer.instance.name
         try:
-            with group_kept(serializer.instance):
+            with group_kept(group):
                 serializer.save()
+                if group.name != old_name:
+                    message = f"Renamed from {old_name!r} to {group.name!r} via API."
+                    record_history(self.request.user, EventGroup, [(group.pk, group.name, message)], CHANGE)
         except IntegrityError:
             raise ValidationError({"name": [name_taken(serializer.validated_data["name"])]}) from None
 

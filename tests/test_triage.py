@@ -2,7 +2,7 @@ import re
 from datetime import UTC
 
 import pytest
-from django.contrib.admin.models import LogEntry
+from django.contrib.admin.models import ADDITION, CHANGE, LogEntry
 
 from events.models import EventBase, EventGroup
 from tests.conftest import make_event
@@ -170,6 +170,20 @@ class TestGroups:
         assert not EventGroup.objects.filter(id=groups[0]).exists()
         assert [group_of(i) for i in base_ids] == [0, 0, 0]
         assert LogEntry.objects.filter(change_message__contains="2 bases moved to group 0").exists()
+
+    def test_creations_and_renames_are_recorded_in_the_admin_history(self, triager):
+        created = triager.post("/groups", [{"name": "search"}, {"name": "checkout"}], format="json").json()
+        triager.patch(f"/groups/{created[0]['id']}", {"name": "find"}, format="json")
+        triager.patch(f"/groups/{created[1]['id']}", {"name": "checkout"}, format="json")  # no change
+        entries = [
+            (e.user.username, e.action_flag, e.object_id, e.object_repr, e.change_message)
+            for e in LogEntry.objects.order_by("id")
+        ]
+        assert entries == [
+            ("triager", ADDITION, str(created[0]["id"]), "search", "Created via API."),
+            ("triager", ADDITION, str(created[1]["id"]), "checkout", "Created via API."),
+            ("triager", CHANGE, str(created[0]["id"]), "find", "Renamed from 'search' to 'find' via API."),
+        ]
 
     def test_group_0_can_be_neither_deleted_nor_renamed(self, triager):
         response = triager.delete("/groups/0")
