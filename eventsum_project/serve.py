@@ -7,6 +7,7 @@ Every setting comes from the environment (README, "Settings").
 """
 
 import multiprocessing
+import socket
 import sys
 
 from django.core.exceptions import ImproperlyConfigured
@@ -22,8 +23,12 @@ def options() -> dict:
     host, _, port = bind.rpartition(":")
     if not host or not port.isdigit() or not 0 < int(port) < 65536:
         raise ImproperlyConfigured(f"EVENTSUM_BIND={bind!r} is not HOST:PORT (e.g. 0.0.0.0:8080).")
+    try:  # granian takes an IP address only: "localhost:8080" was a traceback
+        address = socket.getaddrinfo(host.strip("[]"), int(port), type=socket.SOCK_STREAM)[0][4][0]
+    except OSError as error:
+        raise ImproperlyConfigured(f"EVENTSUM_BIND={bind!r}: {host!r} is not an address here ({error}).") from None
     return {
-        "address": host.strip("[]"),
+        "address": address,
         "port": int(port),
         "workers": env_int("EVENTSUM_WORKERS", multiprocessing.cpu_count(), minimum=1),
         "blocking_threads": env_int("EVENTSUM_THREADS", 1, minimum=1),
@@ -34,9 +39,22 @@ def options() -> dict:
     }
 
 
+def refuse_a_port_in_use(address: str, port: int) -> None:
+    """Granian's workers listen with SO_REUSEPORT, with which a second server started on a port already
+    served (an old one left running, say) shares it silently: the kernel splits the connections between
+    the two. A plain bind first finds the port taken, as any other server would."""
+    with socket.socket(socket.AF_INET6 if ":" in address else socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # closed connections don't count
+        try:
+            probe.bind((address, port))
+        except OSError as error:
+            raise ImproperlyConfigured(f"EVENTSUM_BIND={address}:{port} can't be used: {error.strerror}.") from None
+
+
 def main() -> None:
     try:
         settings = options()
+        refuse_a_port_in_use(settings["address"], settings["port"])
     except ImproperlyConfigured as error:
         sys.exit(f"eventsum: {error}")
     Granian(

@@ -336,6 +336,7 @@ class TestPrune:
         ("EVENTSUM_BIND", "8080"),
         ("EVENTSUM_BIND", "0.0.0.0:http"),
         ("EVENTSUM_BIND", "0.0.0.0:70000"),
+        ("EVENTSUM_BIND", "no-such-host.invalid:8080"),
         ("EVENTSUM_WORKERS", "two"),
         ("EVENTSUM_WORKERS", "0"),
         ("EVENTSUM_THREADS", "0"),
@@ -350,6 +351,34 @@ def test_a_bad_server_setting_refuses_to_start_naming_the_variable(variable, val
     )
     assert result.returncode == 1
     assert result.stderr.startswith(f"eventsum: {variable}={value!r}")
+
+
+def test_a_port_another_server_listens_on_is_refused():
+    import socket
+
+    with socket.socket() as taken:
+        taken.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)  # as granian's workers listen
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        env = {**os.environ, "EVENTSUM_BIND": f"127.0.0.1:{port}"}
+        result = subprocess.run(
+            [sys.executable, "-m", "eventsum_project.serve"],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert result.returncode == 1
+    assert result.stderr.startswith(f"eventsum: EVENTSUM_BIND=127.0.0.1:{port} can't be used: Address already in use")
+
+
+def test_a_host_name_is_bound_by_its_address(monkeypatch):
+    from eventsum_project import serve
+
+    monkeypatch.setenv("EVENTSUM_BIND", "localhost:9000")  # granian itself takes IP addresses only
+    assert serve.options()["address"] in ("127.0.0.1", "::1")
 
 
 def test_blank_server_settings_take_their_defaults(monkeypatch):
