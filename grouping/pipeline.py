@@ -2,6 +2,7 @@
 models' save hooks alike."""
 
 import json
+import math
 from dataclasses import dataclass
 
 from grouping.hashing import canonical_json, compact_json, hash_text
@@ -105,9 +106,15 @@ def grouping_counters(names: list[str], event: dict) -> dict[str, dict[str, floa
         except Exception as error:
             raise FilterFailed("grouping", name, error) from error
         if not isinstance(increments, dict) or not all(
-            isinstance(key, str) and isinstance(value, (int, float)) and not isinstance(value, bool)
-            for key, value in increments.items()
+            isinstance(key, str) and is_finite_number(value) for key, value in increments.items()
         ):
-            raise FilterFailed("grouping", name, TypeError("must return {str: number}"))
+            raise FilterFailed("grouping", name, TypeError("must return {str: finite number}"))
         counters[name] = increments
     return counters
+
+
+def is_finite_number(value) -> bool:
+    # NaN and infinities have no JSON form: stored, they became null and the counter was lost.
+    if isinstance(value, float):
+        return math.isfinite(value)
+    return isinstance(value, int) and not isinstance(value, bool)

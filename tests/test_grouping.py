@@ -194,8 +194,11 @@ def test_count_by_message_counts_one_per_message():
     assert grouping_counters(["count_by_message"], {"message": "m"}) == {"count_by_message": {"m": 1}}
 
 
-def test_a_grouping_returning_the_wrong_shape_is_refused():
-    GROUPINGS["test_bad_grouping"] = lambda event: ["not", "a", "dict"]
+@pytest.mark.parametrize(
+    "returned", [["not", "a", "dict"], {"k": "1"}, {"k": True}, {"k": float("nan")}, {"k": float("-inf")}, {1: 1}]
+)
+def test_a_grouping_returning_the_wrong_shape_is_refused(returned):
+    GROUPINGS["test_bad_grouping"] = lambda event: returned
     try:
         with pytest.raises(FilterFailed, match="test_bad_grouping"):
             grouping_counters(["test_bad_grouping"], {"message": "m"})
