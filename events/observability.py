@@ -102,6 +102,7 @@ class JsonLineFormatter(logging.Formatter):
     """EVENTSUM_LOG_FORMAT=json: one JSON object per line, for log shippers."""
 
     FIELDS = ("method", "path", "status", "duration_ms", "endpoint")
+    converter = time.gmtime  # the time is written with a "Z": UTC whatever the process's TZ
 
     def format(self, record: logging.LogRecord) -> str:
         line = {

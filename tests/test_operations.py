@@ -131,6 +131,20 @@ def test_each_request_and_each_rejection_is_logged(client, caplog):
     assert any(m.startswith("POST /capture 400 ") for m in messages)
 
 
+def test_json_log_lines_are_stamped_in_utc_whatever_the_process_time_zone(monkeypatch):
+    import time
+
+    monkeypatch.setenv("TZ", "America/New_York")
+    time.tzset()
+    try:
+        record = logging.LogRecord("eventsum.request", logging.INFO, __file__, 1, "x", None, None)
+        record.created, record.msecs = 1_700_000_000.25, 250.0
+        assert json.loads(JsonLineFormatter().format(record))["time"] == "2023-11-14T22:13:20.250Z"
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+
+
 def test_json_log_lines_carry_the_request_fields():
     record = logging.LogRecord("eventsum.request", logging.INFO, __file__, 1, "GET /x 200", None, None)
     record.status, record.path, record.duration_ms = 200, "/x", 1.5
