@@ -25,7 +25,7 @@ from events.filters import keyword_condition
 from events.models import DEFAULT_GROUP_ID, Environment, EventBase, EventGroup, EventInstance, Service
 from events.services import sanitize
 from events.timeparse import format_time
-from events.triage import TriageInvalid, assign_groups, delete_group, group_kept
+from events.triage import TriageInvalid, assign_groups, assign_selection, delete_group, group_kept
 
 admin.site.site_header = "Eventsum"
 admin.site.site_title = "Eventsum"
@@ -226,9 +226,7 @@ class EventBaseAdmin(ShownRowsAdmin):
                     group = form.cleaned_data["group"] or EventGroup.objects.create(
                         name=form.cleaned_data["new_group"].strip()
                     )
-                    updated = assign_groups(
-                        [(pk, group.pk) for pk in queryset.values_list("pk", flat=True)], request.user, via="admin"
-                    )
+                    updated = assign_selection(queryset, group.pk, request.user, via="admin")
             except IntegrityError:
                 form.add_error("new_group", "A group with this name already exists.")
             except TriageInvalid as invalid:

@@ -8,6 +8,7 @@ from contextlib import contextmanager
 from django.contrib.admin.models import CHANGE, DELETION, LogEntry
 from django.contrib.contenttypes.models import ContentType
 from django.db import transaction
+from django.db.models import QuerySet
 from django.http import Http404
 from psycopg2 import errors as pg_errors
 
@@ -49,13 +50,7 @@ def _assign(cursor, wanted: dict[int, int], user, via: str) -> int:
     # deadlocked, and PostgreSQL ended one of them: a 503 when it was this one.
     cursor.execute(lock_bases_sql("b.id = ANY(%s::bigint[])"), [list(wanted)])
     known_bases = {row[0] for row in cursor.fetchall()}
-    # The groups are kept from deletion until this commits (delete_group locks its group before it moves the
-    # group's bases, so it waits, and then moves these too); a group deleted already is unknown here.
-    cursor.execute(
-        "SELECT id, name FROM events_eventgroup WHERE id = ANY(%s::bigint[]) FOR KEY SHARE",
-        [list(set(wanted.values()))],
-    )
-    known_groups = dict(cursor.fetchall())
+    known_groups = _keep_groups(cursor, set(wanted.values()))
     errors = {}
     if unknown := sorted(set(wanted) - known_bases):
         errors["event_id"] = [f"Unknown event base ids: {', '.join(map(str, unknown))}."]
@@ -64,26 +59,69 @@ def _assign(cursor, wanted: dict[int, int], user, via: str) -> int:
     if errors:
         raise TriageInvalid(errors)
     # One statement for the whole batch, on the rows locked above; rows already in their group are left alone.
-    cursor.execute(
-        """
+    moves = """
         UPDATE events_eventbase AS b SET event_group_id = v.group_id
         FROM unnest(%s::bigint[], %s::bigint[]) AS v(id, group_id)
         WHERE b.id = v.id AND b.event_group_id <> v.group_id
         RETURNING b.id, v.group_id
-        """,
-        [list(wanted), list(wanted.values())],
+    """
+    return _move(cursor, moves, [list(wanted), list(wanted.values())], known_groups, user, via)
+
+
+def assign_selection(bases: QuerySet, group_id: int, user, *, via: str = "admin") -> int:
+    """Move every base `bases` selects to the group in one transaction, without reading their ids into
+    Python: the admin's action over a whole filtered list (a million bases is one statement, not a million
+    ids and history entries built as objects: 100,000 took 13 s and 220 MB that way)."""
+    selected, params = bases.order_by().values("pk").query.sql_with_params()
+
+    def work(cursor) -> int:
+        known_groups = _keep_groups(cursor, {group_id})
+        if not known_groups:
+            raise TriageInvalid({"group_id": [f"Unknown group ids: {group_id}."]})
+        # The locks are taken in a capture's order, as _assign takes them, before any row is changed.
+        locked = f"locked AS MATERIALIZED ({lock_bases_sql(f'b.id IN ({selected})')}), "
+        moves = """
+            UPDATE events_eventbase AS b SET event_group_id = %s FROM locked
+            WHERE b.id = locked.id AND b.event_group_id <> %s
+            RETURNING b.id, b.event_group_id
+        """
+        return _move(cursor, moves, [*params, group_id, group_id], known_groups, user, via, before=locked)
+
+    return in_transaction_retrying(work, RACES)
+
+
+def _keep_groups(cursor, group_ids: set[int]) -> dict[int, str]:
+    """{id: name} of the groups that exist, kept from deletion until the transaction ends (delete_group locks
+    its group before it moves the group's bases, so it waits, and then moves these too)."""
+    cursor.execute(
+        "SELECT id, name FROM events_eventgroup WHERE id = ANY(%s::bigint[]) FOR KEY SHARE", [list(group_ids)]
     )
-    changed = cursor.fetchall()
-    record_history(
-        user,
-        EventBase,
-        [
-            (base_id, f"event base #{base_id}", f"Assigned to group {known_groups[g]!r} (#{g}) via {via}.")
-            for base_id, g in changed
-        ],
-        CHANGE,
-    )
-    return len(changed)
+    return dict(cursor.fetchall())
+
+
+def _move(cursor, moves: str, params: list, groups: dict[int, str], user, via: str, before: str = "") -> int:
+    """Run `moves` (an UPDATE of bases RETURNING their id and new group id, after the common table
+    expressions `before`) and write each moved base's history entry in the same statement; returns how
+    many bases moved."""
+    history = ""
+    if user is not None and user.is_authenticated:
+        history = f"""
+            , logged AS (
+                INSERT INTO {LogEntry._meta.db_table}
+                    (action_time, user_id, content_type_id, object_id, object_repr, action_flag, change_message)
+                SELECT now(), %s, %s, moved.id::text, 'event base #' || moved.id, {CHANGE}, m.message
+                FROM moved JOIN unnest(%s::bigint[], %s::text[]) AS m(group_id, message) ON m.group_id = moved.group_id
+            )
+        """
+        params = [
+            *params,
+            user.pk,
+            ContentType.objects.get_for_model(EventBase).pk,
+            list(groups),
+            [f"Assigned to group {name!r} (#{group_id}) via {via}." for group_id, name in groups.items()],
+        ]
+    cursor.execute(f"WITH {before}moved(id, group_id) AS ({moves}){history} SELECT count(*) FROM moved", params)
+    return cursor.fetchone()[0]
 
 
 @contextmanager

@@ -91,6 +91,35 @@ def test_the_bulk_action_asks_for_the_group_then_assigns_and_records_history(sta
     assert EventBase.objects.filter(event_group_id=0).count() == 3
 
 
+@pytest.mark.parametrize("count", [3, 60])
+def test_the_bulk_action_over_a_whole_filtered_list_moves_it_in_statements_of_one_size(staff, count):
+    # "Select all" in a list filtered to one service, 2 bases a page: every base of that service moves,
+    # with its history, and nothing else; the statements don't grow with the selection (sending every id
+    # and building every history entry in Python took 13 s and 220 MB for 100,000 bases).
+    chosen = capture_bases(count, service="payments")
+    others = capture_bases(2, service="search")
+    group = EventGroup.objects.create(name="Payments")
+    service_id = EventBase.objects.get(id=chosen[0]).service_id
+    with CaptureQueriesContext(connection) as queries:
+        done = staff.post(
+            f"/admin/events/eventbase/?service__id__exact={service_id}",
+            {
+                "action": "assign_to_group",
+                "select_across": "1",
+                "index": "0",
+                "_selected_action": chosen[:1],
+                "apply": "1",
+                "group": group.id,
+            },
+        )
+    assert done.status_code == 302
+    assert sorted(EventBase.objects.filter(event_group=group).values_list("id", flat=True)) == sorted(chosen)
+    assert EventBase.objects.filter(id__in=others, event_group_id=0).count() == 2
+    entries = LogEntry.objects.filter(user__username="boss", change_message__contains="'Payments'")
+    assert sorted(int(entry.object_id) for entry in entries) == sorted(chosen)
+    assert max(len(query["sql"]) for query in queries) < 2500
+
+
 def test_changing_the_group_on_a_base_page_is_recorded_once(staff):
     (base_id,) = capture_bases(1)
     group = EventGroup.objects.create(name="Backend")

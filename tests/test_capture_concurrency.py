@@ -380,7 +380,7 @@ def test_an_assignment_racing_the_deletion_of_its_group_leaves_no_base_in_a_dele
 
     outcomes = race_with_deletion(
         lambda: assign_groups([(result.event_base_id, group_id)], None),
-        "UPDATE events_eventbase AS b SET event_group_id",
+        "WITH moved(id, group_id)",
         group,
     )
 
