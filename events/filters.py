@@ -14,6 +14,7 @@ MAX_LIMIT = 1000
 DEFAULT_LIMIT = 100
 DEFAULT_WINDOW = timedelta(hours=1)
 SORTS = ("count", "recent", "increased")
+HASH_PATTERN = "[0-9a-fA-F]{64}"
 
 
 class TimeFormField(forms.Field):
@@ -33,6 +34,18 @@ class TimeFilter(django_filters.Filter):
 
     def filter(self, qs, value):
         return qs
+
+
+class HashFormField(forms.RegexField):
+    """A SHA-256 in hex, as every processed_data_hash is: anything else could never match, so it is a 400."""
+
+    def __init__(self, **kwargs):
+        kwargs.setdefault("error_messages", {"invalid": "Enter 64 hexadecimal digits (a processed_data_hash)."})
+        super().__init__(rf"\A{HASH_PATTERN}\Z", **kwargs)
+
+
+class HashFilter(django_filters.CharFilter):
+    field_class = HashFormField
 
 
 class IntegerFilter(django_filters.NumberFilter):
@@ -69,7 +82,10 @@ class EventSearchFilterSet(django_filters.FilterSet):
         method="filter_environment_name", help_text="Environment by name (with env_id, the same environment)."
     )
     group_id = IntegerFilter(field_name="event_group_id", min_value=0, max_value=MAX_ID, help_text="Group id.")
-    hash = django_filters.CharFilter(field_name="processed_data_hash", max_length=64, help_text="processed_data_hash.")
+    hash = HashFilter(
+        method="filter_hash",
+        help_text="processed_data_hash: 64 hexadecimal digits (case does not matter).",
+    )
     keywords = django_filters.CharFilter(
         method="no_filter",  # validated here; search_bases applies it to the bases active in the window
         max_length=500,
@@ -103,6 +119,9 @@ class EventSearchFilterSet(django_filters.FilterSet):
 
     def filter_service_name(self, queryset, name, value):
         return queryset.filter(service__normalized_name=normalize_name(value))
+
+    def filter_hash(self, queryset, name, value):
+        return queryset.filter(processed_data_hash=value.lower())  # stored lower-case
 
     def filter_environment_name(self, queryset, name, value):
         return queryset.filter(environment__normalized_name=normalize_name(value))

@@ -3,7 +3,7 @@
 from django_filters import NumberFilter
 from drf_spectacular.utils import OpenApiParameter
 
-from events.filters import EventSearchFilterSet
+from events.filters import HASH_PATTERN, EventSearchFilterSet, HashFilter
 
 
 def search_parameters() -> list[OpenApiParameter]:
@@ -14,6 +14,7 @@ def search_parameters() -> list[OpenApiParameter]:
             int if isinstance(search_filter, NumberFilter) else str,
             description=search_filter.extra.get("help_text", ""),
             enum=[choice for choice, _ in search_filter.extra["choices"]] if "choices" in search_filter.extra else None,
+            pattern=f"^{HASH_PATTERN}$" if isinstance(search_filter, HashFilter) else None,
         )
         for name, search_filter in EventSearchFilterSet.base_filters.items()
     ]

@@ -170,6 +170,7 @@ def test_filters_by_hash_group_and_environment(reader, triager, capture, three_b
 
     by_hash = search(reader, service_id=shop, hash=base_a.processed_data_hash, **HOUR)
     assert len(by_hash["events"]) == 4  # the same processed data in every base of the fixture
+    assert search(reader, service_id=shop, hash=base_a.processed_data_hash.upper(), **HOUR) == by_hash
 
     by_env = search(reader, service_id=shop, environment="Stage", **HOUR)
     assert names(by_env) == ["A"]
@@ -334,6 +335,10 @@ class TestKeywordsWithSortsAndLimit:
         ({"service_id": 1, "end_time": "0001-01-01 00:30:00"}, "end_time"),
         ({"service_id": 1, "start_time": "0001-01-01T00:00:00+14:00"}, "start_time"),
         ({"service_id": 1, "end_time": "9999-12-31T23:30:00-12:00"}, "end_time"),
+        ({"service_id": 1, "hash": "zz"}, "hash"),
+        ({"service_id": 1, "hash": "a" * 63}, "hash"),
+        ({"service_id": 1, "hash": "a" * 63 + "g"}, "hash"),
+        ({"service_id": 1, "hash": "a" * 64 + "\n"}, "hash"),
     ],
 )
 def test_a_malformed_parameter_is_a_400_naming_it(reader, params, field):
