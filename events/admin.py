@@ -1,5 +1,7 @@
 """The triage dashboard (SPEC section 5). Writes go through events.triage, like the API's."""
 
+import re
+
 from django import forms
 from django.contrib import admin, messages
 from django.db import IntegrityError, transaction
@@ -21,7 +23,7 @@ from events.admin_views import (
     stack_trace,
     svg_chart,
 )
-from events.filters import keyword_condition
+from events.filters import HASH_PATTERN, keyword_condition
 from events.models import DEFAULT_GROUP_ID, Environment, EventBase, EventGroup, EventInstance, Service
 from events.services import sanitize
 from events.timeparse import format_time
@@ -165,7 +167,7 @@ class EventBaseAdmin(ShownRowsAdmin):
         term = search_term.strip()
         if not term:
             return queryset, False
-        if len(term) == 64 and all(c in "0123456789abcdef" for c in term.lower()):
+        if re.fullmatch(HASH_PATTERN, term):
             return queryset.filter(processed_data_hash=term.lower()), False
         return queryset.filter(keyword_condition(term, indexed=True, prefix="search__")), False
 
