@@ -31,6 +31,9 @@ from grouping.registry import FILTERS, GROUPINGS, unknown_filters, unknown_group
 from grouping.search_text import static_search_text, trigrams_of
 
 MAX_NAME_LENGTH = 200
+# The environment of a capture that names none: created on first use even with EVENTSUM_AUTO_CREATE=false,
+# which refuses names a client made up, not the service's own default.
+DEFAULT_ENVIRONMENT = "default"
 MAX_TEXT_LENGTH = 1024
 FUTURE_TOLERANCE = timedelta(minutes=10)
 
@@ -122,7 +125,7 @@ def prepare_event(payload, received_at: datetime) -> PreparedEvent:
 
     environment = payload.get("environment")
     if environment is None or (isinstance(environment, str) and not environment.strip()):
-        environment = "default"
+        environment = DEFAULT_ENVIRONMENT
     elif not isinstance(environment, str):
         errors["environment"] = [f"Expected a string, got {_json_type(environment)}."]
     elif len(environment) > MAX_NAME_LENGTH:
@@ -270,8 +273,9 @@ def clear_id_caches() -> None:
         cache.clear()
 
 
-def resolve_ids(model: type, names: dict[str, str]) -> dict[str, int]:
-    """Map normalized names to ids, creating unknown ones; with EVENTSUM_AUTO_CREATE=false they are left out."""
+def resolve_ids(model: type, names: dict[str, str], always_created: tuple[str, ...] = ()) -> dict[str, int]:
+    """Map normalized names to ids, creating unknown ones; with EVENTSUM_AUTO_CREATE=false only those in
+    `always_created` are, and the other unknown ones are left out."""
     cache = _id_caches[model]
     missing = [key for key in names if key not in cache]
     if missing:
@@ -280,7 +284,9 @@ def resolve_ids(model: type, names: dict[str, str]) -> dict[str, int]:
             cursor.execute(f"SELECT normalized_name, id FROM {table} WHERE normalized_name = ANY(%s)", [missing])
             cache.update(cursor.fetchall())
             missing = [key for key in missing if key not in cache]
-            if missing and settings.EVENTSUM_AUTO_CREATE:
+            if not settings.EVENTSUM_AUTO_CREATE:
+                missing = [key for key in missing if key in always_created]
+            if missing:
                 # DO NOTHING instead of a no-op update: no row lock is held for the rest of the capture.
                 cursor.execute(
                     f"INSERT INTO {table} (normalized_name, name, created_at) "
@@ -801,7 +807,8 @@ def _prepare_all(payloads: list, received_at: datetime) -> list[PreparedEvent]:
 def _store(events: list[PreparedEvent]) -> list[CaptureResult]:
     services = {event.service_key: event.service_name for event in events}
     environments = {event.environment_key: event.environment_name for event in events}
-    service_ids, environment_ids = resolve_ids(Service, services), resolve_ids(Environment, environments)
+    service_ids = resolve_ids(Service, services)
+    environment_ids = resolve_ids(Environment, environments, always_created=(DEFAULT_ENVIRONMENT,))
     if len(service_ids) < len(services) or len(environment_ids) < len(environments):
         raise CaptureInvalid(unknown_names(events, service_ids, environment_ids))
     enforce_rate_limit(

@@ -123,6 +123,19 @@ def test_it_refuses_unknown_names_when_auto_create_is_off(client, settings):
     assert Service.objects.count() == 1
 
 
+def test_with_auto_create_off_a_capture_naming_no_environment_gets_the_default_one(client, settings):
+    # "default" is the service's own name for "none given", not one a client made up: refusing it would
+    # refuse every capture without an environment until someone created it by hand.
+    Service.objects.create(name="Known Service")
+    settings.EVENTSUM_AUTO_CREATE = False
+
+    assert post_json(client, "/capture", make_event(service="known service", environment=None)).status_code == 200
+    assert post_json(client, "/capture", make_event(service="known service", environment="qa")).status_code == 400
+
+    assert list(Environment.objects.values_list("normalized_name", flat=True)) == ["default"]
+    assert OccurrenceBucket.objects.get().count == 1
+
+
 def test_an_array_naming_unknown_names_when_auto_create_is_off_gets_them_per_index(client, settings):
     Service.objects.create(name="Known Service")
     Environment.objects.create(name="prod")
