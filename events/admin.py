@@ -4,6 +4,7 @@ import re
 
 from django import forms
 from django.contrib import admin, messages
+from django.contrib.admin.models import ADDITION
 from django.db import IntegrityError, transaction
 from django.db.models.expressions import RawSQL
 from django.forms.models import BaseInlineFormSet
@@ -27,7 +28,7 @@ from events.filters import HASH_PATTERN, keyword_condition
 from events.models import DEFAULT_GROUP_ID, Environment, EventBase, EventGroup, EventInstance, Service
 from events.services import sanitize
 from events.timeparse import format_time
-from events.triage import TriageInvalid, assign_groups, assign_selection, delete_group, group_kept
+from events.triage import TriageInvalid, assign_groups, assign_selection, delete_group, group_kept, record_history
 
 admin.site.site_header = "Eventsum"
 admin.site.site_title = "Eventsum"
@@ -224,11 +225,15 @@ class EventBaseAdmin(ShownRowsAdmin):
         form = AssignGroupForm(request.POST if "apply" in request.POST else None)
         if form.is_valid():
             try:
-                with transaction.atomic():
-                    group = form.cleaned_data["group"] or EventGroup.objects.create(
-                        name=form.cleaned_data["new_group"].strip()
-                    )
-                    updated = assign_selection(queryset, group.pk, request.user, via="admin")
+                group = form.cleaned_data["group"]
+                if group is None:
+                    with transaction.atomic():
+                        group = EventGroup.objects.create(name=form.cleaned_data["new_group"].strip())
+                        record_history(
+                            request.user, EventGroup, [(group.pk, group.name, "Created via admin.")], ADDITION
+                        )
+                # Not in the creation's transaction: the move commits batch by batch (events.triage).
+                updated = assign_selection(queryset, group.pk, request.user, via="admin")
             except IntegrityError:
                 form.add_error("new_group", "A group with this name already exists.")
             except TriageInvalid as invalid:

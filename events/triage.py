@@ -7,7 +7,7 @@ from contextlib import contextmanager
 
 from django.contrib.admin.models import CHANGE, DELETION, LogEntry
 from django.contrib.contenttypes.models import ContentType
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import QuerySet
 from django.http import Http404
 from psycopg2 import errors as pg_errors
@@ -69,25 +69,49 @@ def _assign(cursor, wanted: dict[int, int], user, via: str) -> int:
 
 
 def assign_selection(bases: QuerySet, group_id: int, user, *, via: str = "admin") -> int:
-    """Move every base `bases` selects to the group in one transaction, without reading their ids into
-    Python: the admin's action over a whole filtered list (a million bases is one statement, not a million
-    ids and history entries built as objects: 100,000 took 13 s and 220 MB that way)."""
-    selected, params = bases.order_by().values("pk").query.sql_with_params()
+    """Move every base `bases` selects to the group, without reading their ids into Python: the admin's
+    action over a whole filtered list (100,000 bases took 13 s and 220 MB when every id and history entry
+    went through Python). In batches: see _move_in_batches."""
+    return _move_in_batches(bases, group_id, user, via)
 
-    def work(cursor) -> int:
-        known_groups = _keep_groups(cursor, {group_id})
-        if not known_groups:
-            raise TriageInvalid({"group_id": [f"Unknown group ids: {group_id}."]})
-        # The locks are taken in a capture's order, as _assign takes them, before any row is changed.
-        locked = f"locked AS MATERIALIZED ({lock_bases_sql(f'b.id IN ({selected})')}), "
-        moves = """
-            UPDATE events_eventbase AS b SET event_group_id = %s FROM locked
-            WHERE b.id = locked.id AND b.event_group_id <> %s
-            RETURNING b.id, b.event_group_id
-        """
-        return _move(cursor, moves, [*params, group_id, group_id], known_groups, user, via, before=locked)
 
-    return in_transaction_retrying(work, RACES)
+# Bases moved per transaction by the bulk moves. A capture of a base that is being moved waits for the
+# move's transaction; in batches it waits for one batch at most, not for a million rows (prune_events
+# works in batches for the same reason).
+MOVE_BATCH = 5_000
+
+
+def _move_in_batches(bases: QuerySet, group_id: int, user, via: str) -> int:
+    """Move the bases `bases` selects to the group, in ranges of ids of MOVE_BATCH bases, each range its own
+    transaction with its history; returns how many moved."""
+    total, after = 0, 0
+    while True:
+        # Each range starts where the last ended, in id order, and the selection is read within it: the move
+        # reads the table once, however many ranges it takes.
+        candidates = bases.exclude(event_group_id=group_id).filter(pk__gt=after)
+        window, params = candidates.order_by("pk").values("pk")[:MOVE_BATCH].query.sql_with_params()
+        with connection.cursor() as cursor:
+            cursor.execute(f"SELECT max(id) FROM ({window}) AS batch(id)", params)
+            (last,) = cursor.fetchone()
+        if last is None:
+            return total
+        in_range, params = candidates.filter(pk__lte=last).order_by().values("pk").query.sql_with_params()
+
+        def work(cursor, in_range=in_range, params=params) -> int:
+            known_groups = _keep_groups(cursor, {group_id})
+            if not known_groups:
+                raise TriageInvalid({"group_id": [f"Unknown group ids: {group_id}."]})
+            # Locked in a capture's order, as _assign locks its bases, before any row is changed.
+            locked = f"locked AS MATERIALIZED ({lock_bases_sql(f'b.id IN ({in_range})')}), "
+            moves = """
+                UPDATE events_eventbase AS b SET event_group_id = %s FROM locked
+                WHERE b.id = locked.id AND b.event_group_id <> %s
+                RETURNING b.id, b.event_group_id
+            """
+            return _move(cursor, moves, [*params, group_id, group_id], known_groups, user, via, before=locked)
+
+        total += in_transaction_retrying(work, RACES)
+        after = last
 
 
 def _keep_groups(cursor, group_ids: set[int]) -> dict[int, str]:
@@ -139,18 +163,19 @@ def delete_group(group: EventGroup, user, *, via: str = "API") -> int:
     """Delete a group after moving its bases to group 0; returns how many bases moved."""
     if group.pk == DEFAULT_GROUP_ID:
         raise TriageInvalid({"detail": "Group 0 (default) cannot be deleted."})
+    # Its bases move in batches first (no entry of history each: the deletion's entry counts them).
+    moved = _move_in_batches(EventBase.objects.filter(event_group=group), DEFAULT_GROUP_ID, None, via)
 
     def work(cursor) -> int:
-        # The group's bases locked first, as _assign locks its bases, then the group, as _assign locks it:
-        # an assignment to it that has already found it commits first, and its bases are moved below too.
+        # Bases assigned to it since are locked first, as _assign locks its bases, then the group, as _assign
+        # locks it: an assignment to it that has already found it commits first, and its bases move here too.
         cursor.execute(lock_bases_sql("b.event_group_id = %s"), [group.pk])
         cursor.execute("SELECT id FROM events_eventgroup WHERE id = %s FOR UPDATE", [group.pk])
-        moved = EventBase.objects.filter(event_group=group).update(event_group_id=DEFAULT_GROUP_ID)
-        record_history(
-            user, EventGroup, [(group.pk, group.name, f"Deleted via {via}; {moved} bases moved to group 0.")], DELETION
-        )
+        late = EventBase.objects.filter(event_group=group).update(event_group_id=DEFAULT_GROUP_ID)
+        message = f"Deleted via {via}; {moved + late} bases moved to group 0."
+        record_history(user, EventGroup, [(group.pk, group.name, message)], DELETION)
         group.delete()
-        return moved
+        return moved + late
 
     return in_transaction_retrying(work, RACES)
 

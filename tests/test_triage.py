@@ -178,6 +178,24 @@ class TestGroups:
         assert [group_of(i) for i in base_ids] == [0, 0, 0]
         assert LogEntry.objects.filter(change_message__contains="2 bases moved to group 0").exists()
 
+    def test_a_big_group_moves_to_group_0_in_batches_then_goes(self, triager, capture, groups, monkeypatch):
+        # Each batch is its own transaction, so a capture of one of the bases waits for one batch at most.
+        from django.db import connection
+        from django.test.utils import CaptureQueriesContext
+
+        monkeypatch.setattr("events.triage.MOVE_BATCH", 2)
+        ids = [capture(make_event(event_name=f"Batch{i}"))["event_base_id"] for i in range(5)]
+        EventBase.objects.filter(id__in=ids).update(event_group_id=groups[0])
+        with CaptureQueriesContext(connection) as queries:
+            assert triager.delete(f"/groups/{groups[0]}").status_code == 204
+        batches = [query["sql"] for query in queries if "locked AS MATERIALIZED" in query["sql"]]
+        assert len(batches) == 3  # 2 + 2 + 1 bases
+        assert [group_of(i) for i in ids] == [0] * 5
+        assert (
+            LogEntry.objects.get(object_id=str(groups[0])).change_message
+            == "Deleted via API; 5 bases moved to group 0."
+        )
+
     def test_creations_and_renames_are_recorded_in_the_admin_history(self, triager):
         created = triager.post("/groups", [{"name": "search"}, {"name": "checkout"}], format="json").json()
         triager.patch(f"/groups/{created[0]['id']}", {"name": "find"}, format="json")
