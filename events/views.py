@@ -213,7 +213,7 @@ class EventGroupViewSet(viewsets.ModelViewSet):
             if not many:
                 errors = errors.get("0")
             raise ValidationError(errors or {"name": ["Another request took one of these names; retry."]}) from None
-        for group in serializer.instance if many else [serializer.instance]:
+        for group in created:
             group.base_count = 0
         return Response(serializer.data, status=status.HTTP_201_CREATED)
 
