@@ -77,7 +77,18 @@ def format_time(value: datetime | None) -> str | None:
 
 @lru_cache(maxsize=4096)  # a /search writes 200 times, mostly the same ones request after request
 def _formatted(value: datetime, time_format: str) -> str:
-    return value.astimezone(UTC).strftime(time_format)
+    value = value.astimezone(UTC)
+    if value.year < 1000:  # the C library writes the year 999 as "999", which %Y can't read back
+        time_format = DIRECTIVE.sub(lambda found: _four_digit_years(found, value), time_format)
+    return value.strftime(time_format)
+
+
+DIRECTIVE = re.compile("%.")  # left to right, so "%%Y" is a literal "%" and "Y"
+
+
+def _four_digit_years(directive: re.Match, value: datetime) -> str:
+    year = {"%Y": value.year, "%G": value.isocalendar().year}.get(directive.group())
+    return directive.group() if year is None else f"{year:04d}"
 
 
 def bucket_seconds() -> int:

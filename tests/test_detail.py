@@ -1,3 +1,5 @@
+from datetime import UTC, datetime
+
 import pytest
 
 from events.models import EventBase, EventInstance
@@ -96,3 +98,17 @@ def test_counters_sum_only_the_buckets_that_have_them(reader, capture):
     assert (detail["total_count"], detail["counters"]) == (3, {"count_by_message": {"a": 2}})
     ungrouped = reader.get("/detail", {"event_id": ungrouped_id}).json()
     assert (ungrouped["total_count"], ungrouped["counters"]) == (1, {})
+
+
+@pytest.mark.parametrize("time_format", ["%Y-%m-%d %H:%M:%S", "%d.%m.%Y %H:%M:%S (%%Y)", "%G-W%V-%u %H:%M:%S"])
+def test_times_before_the_year_1000_come_back_in_a_form_the_api_reads(reader, capture, settings, time_format):
+    settings.EVENTSUM_TIME_FORMAT = time_format
+    moment = datetime(999, 3, 4, 5, 6, tzinfo=UTC)  # a bucket's start, which a window starts at
+    instance_id = capture(make_event(timestamp=moment.isoformat()))["event_instance_id"]
+
+    first_seen = reader.get("/detail", {"event_id": instance_id}).json()["first_seen"]
+
+    assert "0999" in first_seen
+    found = reader.get("/search", {"service": "WISH FE", "start_time": first_seen, "end_time": "2000-01-01T00:00:00Z"})
+    assert found.status_code == 200, found.json()
+    assert [event["first_seen"] for event in found.json()["events"]] == [first_seen]
