@@ -72,11 +72,11 @@ def _from_epoch(seconds: float) -> datetime:
 def format_time(value: datetime | None) -> str | None:
     if value is None:
         return None
-    return _formatted(value, settings.EVENTSUM_TIME_FORMAT)
+    return write_time(value, settings.EVENTSUM_TIME_FORMAT)
 
 
 @lru_cache(maxsize=4096)  # a /search writes 200 times, mostly the same ones request after request
-def _formatted(value: datetime, time_format: str) -> str:
+def write_time(value: datetime, time_format: str) -> str:
     value = value.astimezone(UTC)
     if value.year < 1000:  # the C library writes the year 999 as "999", which %Y can't read back
         time_format = DIRECTIVE.sub(lambda found: _four_digit_years(found, value), time_format)

@@ -52,18 +52,29 @@ def env_list(name: str) -> list[str]:
 
 
 def env_time_format(name: str, default: str) -> str:
-    from datetime import datetime
+    """A format that reads back every time it writes, from the year 1 to 9999 (a two-digit year would read
+    a first_seen of 1950 back as 2050)."""
+    from datetime import UTC, datetime
+
+    from events.timeparse import write_time
 
     value = os.environ.get(name, default)
     if "%" not in value:
         raise ImproperlyConfigured(f"{name}={value!r} has no strftime directive (e.g. %Y-%m-%d %H:%M:%S).")
-    try:
-        sample = datetime(2017, 12, 13, 21, 23, 10)
-        if datetime.strptime(sample.strftime(value), value) != sample:
-            raise ValueError
-    except ValueError:
-        raise ImproperlyConfigured(
-            f"{name}={value!r} does not round-trip a time to the second; it needs year, month, day, hour, minute "
-            "and second directives."
-        ) from None
+    for sample in (
+        datetime(2017, 12, 13, 21, 23, 10, tzinfo=UTC),
+        datetime(1, 1, 2, 0, 0, 0, tzinfo=UTC),
+        datetime(999, 11, 30, 9, 8, 7, tzinfo=UTC),
+        datetime(1968, 2, 29, 12, 0, 59, tzinfo=UTC),
+        datetime(9999, 12, 30, 23, 59, 58, tzinfo=UTC),
+    ):
+        try:
+            if datetime.strptime(write_time(sample, value), value).replace(tzinfo=UTC) != sample:
+                raise ValueError
+        except ValueError:
+            shown = write_time(sample, "%Y-%m-%d %H:%M:%S")
+            raise ImproperlyConfigured(
+                f"{name}={value!r} does not read back {shown} to the second; it needs a four-digit year (%Y), "
+                "month, day, hour, minute and second."
+            ) from None
     return value

@@ -165,6 +165,7 @@ def test_json_log_lines_carry_the_request_fields():
         ("EVENTSUM_MAX_BODY_BYTES", "10485760000"),
         ("EVENTSUM_LOG_FORMAT", "xml"),
         ("EVENTSUM_TIME_FORMAT", "%Y"),
+        ("EVENTSUM_TIME_FORMAT", "%y-%m-%d %H:%M:%S"),  # 1968 would read back as 2068
         ("EVENTSUM_PRODUCTION", "true"),  # without SECRET_KEY
         ("EVENTSUM_INGEST_KEYS", " , "),  # set, but no key: /capture must not be left open
         ("DATABASE_URL", "nonsense"),
