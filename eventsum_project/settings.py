@@ -145,7 +145,7 @@ REST_FRAMEWORK = {
     "DEFAULT_PERMISSION_CLASSES": ["events.permissions.CanRead"],
     "DEFAULT_RENDERER_CLASSES": ["events.renderers.ORJSONRenderer"],
     "DEFAULT_CONTENT_NEGOTIATION_CLASS": "events.renderers.JSONOnlyNegotiation",
-    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_PARSER_CLASSES": ["events.parsers.JSONParser"],
     "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "events.errors.exception_handler",

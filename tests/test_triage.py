@@ -230,3 +230,13 @@ def test_services_and_environments_list_ids_and_names(reader, capture):
     ]
     environments = reader.get("/environments/").json()
     assert [e["normalized_name"] for e in environments] == ["prod", "default"]
+
+
+@pytest.mark.parametrize(("method", "path"), [("post", "/assign_group"), ("post", "/groups"), ("patch", "/groups/{}")])
+def test_a_body_nested_too_deeply_is_a_400_and_changes_nothing(triager, groups, method, path):
+    before = list(EventGroup.objects.order_by("id").values_list("id", "name"))
+    body = "[" * 100_000 + "]" * 100_000
+    response = getattr(triager, method)(path.format(groups[0]), body, content_type="application/json")
+    assert response.status_code == 400
+    assert "nested too deeply" in response.json()["detail"]
+    assert list(EventGroup.objects.order_by("id").values_list("id", "name")) == before
