@@ -1,8 +1,10 @@
+from django.db import models
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from events.models import DEFAULT_GROUP_ID, MAX_ID, Environment, EventGroup, Service
+from events.services import json_type
 from events.timeparse import format_time
 
 
@@ -42,7 +44,18 @@ class TimeField(serializers.DateTimeField):
         return format_time(value)
 
 
+class StringField(serializers.CharField):
+    """A string as sent: DRF's CharField also takes a number and writes it out, so {"name": 1e400} made a
+    group called "inf"."""
+
+    def to_internal_value(self, data):
+        if not isinstance(data, str):
+            raise serializers.ValidationError(f"Expected a string, got {json_type(data)}.")
+        return super().to_internal_value(data)
+
+
 class EventGroupSerializer(serializers.ModelSerializer):
+    serializer_field_mapping = {**serializers.ModelSerializer.serializer_field_mapping, models.CharField: StringField}
     created_at = TimeField(read_only=True)
     base_count = serializers.IntegerField(read_only=True, help_text="How many event bases the group holds.")
 

@@ -102,7 +102,7 @@ class PreparedEvent:
 
 def prepare_event(payload, received_at: datetime) -> PreparedEvent:
     if not isinstance(payload, dict):
-        raise CaptureInvalid({"non_field_errors": [f"Expected an event object, got {_json_type(payload)}."]})
+        raise CaptureInvalid({"non_field_errors": [f"Expected an event object, got {json_type(payload)}."]})
     errors: dict[str, list[str]] = {}
 
     def required_text(name: str, max_length: int) -> str:
@@ -110,7 +110,7 @@ def prepare_event(payload, received_at: datetime) -> PreparedEvent:
         if value is None:
             errors[name] = ["This field is required."]
         elif not isinstance(value, str):
-            errors[name] = [f"Expected a string, got {_json_type(value)}."]
+            errors[name] = [f"Expected a string, got {json_type(value)}."]
         elif not value.strip():
             errors[name] = ["This field may not be blank."]
         elif len(value) > max_length:
@@ -127,7 +127,7 @@ def prepare_event(payload, received_at: datetime) -> PreparedEvent:
     if environment is None or (isinstance(environment, str) and not environment.strip()):
         environment = DEFAULT_ENVIRONMENT
     elif not isinstance(environment, str):
-        errors["environment"] = [f"Expected a string, got {_json_type(environment)}."]
+        errors["environment"] = [f"Expected a string, got {json_type(environment)}."]
     elif len(environment) > MAX_NAME_LENGTH:
         errors["environment"] = [f"Ensure this field has no more than {MAX_NAME_LENGTH} characters."]
 
@@ -135,13 +135,13 @@ def prepare_event(payload, received_at: datetime) -> PreparedEvent:
     if event_data is None:
         errors["event_data"] = ["This field is required."]
     elif not isinstance(event_data, dict):
-        errors["event_data"] = [f"Expected an object with message and raw_data, got {_json_type(event_data)}."]
+        errors["event_data"] = [f"Expected an object with message and raw_data, got {json_type(event_data)}."]
 
     extra_args = payload.get("extra_args")
     if extra_args is None:
         extra_args = {}
     elif not isinstance(extra_args, dict):
-        errors["extra_args"] = [f"Expected an object, got {_json_type(extra_args)}."]
+        errors["extra_args"] = [f"Expected an object, got {json_type(extra_args)}."]
 
     filters = _validate_filters(payload.get("configurable_filters"), errors)
     groupings = _validate_groupings(payload.get("configurable_groupings"), errors)
@@ -207,7 +207,7 @@ def _validate_filters(value, errors: dict) -> dict[str, list[str]]:
         return {}
     if not isinstance(value, dict):
         errors["configurable_filters"] = [
-            f"Expected an object with lists instance, base, extra_args, got {_json_type(value)}."
+            f"Expected an object with lists instance, base, extra_args, got {json_type(value)}."
         ]
         return {}
     problems = []
@@ -247,7 +247,7 @@ def _validate_groupings(value, errors: dict) -> list[str]:
     return list(dict.fromkeys(value))  # a grouping named twice still counts an occurrence once
 
 
-def _json_type(value) -> str:
+def json_type(value) -> str:
     if value is None:
         return "null"
     if isinstance(value, bool):
@@ -886,7 +886,7 @@ def parse_capture_body(body: bytes) -> list:
         return data
     if isinstance(data, dict):
         return [data]
-    raise CaptureInvalid({"detail": f"Expected an event object or an array of them, got {_json_type(data)}."})
+    raise CaptureInvalid({"detail": f"Expected an event object or an array of them, got {json_type(data)}."})
 
 
 _UNPARSED = object()

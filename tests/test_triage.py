@@ -144,6 +144,22 @@ class TestGroups:
         assert "name" in response.content.decode()
         assert EventGroup.objects.count() == before
 
+    @pytest.mark.parametrize(
+        ("method", "body", "got"),
+        [
+            ("post", b'{"name": 1e400}', "a number"),
+            ("post", b'{"name": 7}', "a number"),
+            ("patch", b'{"name": []}', "an array"),
+        ],
+    )
+    def test_a_name_that_is_not_a_string_is_a_400_and_changes_nothing(self, triager, groups, method, body, got):
+        before = list(EventGroup.objects.order_by("id").values_list("id", "name"))
+        path = "/groups" if method == "post" else f"/groups/{groups[0]}"
+        response = getattr(triager, method)(path, body, content_type="application/json")
+        assert response.status_code == 400
+        assert response.json() == {"name": [f"Expected a string, got {got}."]}
+        assert list(EventGroup.objects.order_by("id").values_list("id", "name")) == before
+
     def test_times_are_written_in_the_configured_format(self, triager, settings):
         created = triager.post("/groups", {"name": "payments"}, format="json").json()["created_at"]
         assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d", created)
