@@ -55,6 +55,8 @@ MIDDLEWARE = [
     "events.errors.DatabaseOutageMiddleware",
 ]
 
+SESSION_ENGINE = "events.sessions"  # Django's database sessions, with the cookie's key checked first
+
 ROOT_URLCONF = "eventsum_project.urls"
 WSGI_APPLICATION = "eventsum_project.wsgi.application"
 APPEND_SLASH = False  # every API path answers with and without the slash, without redirects

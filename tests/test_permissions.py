@@ -95,6 +95,17 @@ def test_session_authentication_reads_and_enforces_csrf_on_writes(db):
     assert "CSRF" in response.json()["detail"]
 
 
+@pytest.mark.parametrize(("path", "status"), [("/services", 401), ("/admin/", 302)])
+def test_a_session_cookie_no_session_could_have_is_no_session(db, path, status):
+    # The client sends it quoted with the NUL as "\000", which Django's cookie parser turns back into a NUL.
+    User.objects.create_superuser("admin", password="secret-pw")
+    client = APIClient()
+    client.cookies["sessionid"] = "\x00abcdefgh"
+    assert client.get(path).status_code == status
+    assert client.login(username="admin", password="secret-pw")  # and a real session still works
+    assert client.get(path.replace("/admin/", "/admin/events/")).status_code == 200
+
+
 def test_capture_ignores_sessions_and_needs_no_csrf(db):
     User.objects.create_superuser("admin", password="secret-pw")
     client = APIClient(enforce_csrf_checks=True)
