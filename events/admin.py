@@ -30,10 +30,6 @@ from events.services import sanitize
 from events.timeparse import format_time
 from events.triage import TriageInvalid, assign_groups, assign_selection, delete_group, group_kept, record_history
 
-admin.site.site_header = "Eventsum"
-admin.site.site_title = "Eventsum"
-admin.site.index_title = "Triage"
-
 
 class EventTypeFilter(admin.SimpleListFilter):
     title = "type"
@@ -53,6 +49,8 @@ class AssignGroupForm(forms.Form):
 
     def clean(self):
         data = super().clean()
+        if self.errors:  # a choice that is not a group, say: that error says what is wrong
+            return data
         if bool(data.get("group")) == bool(data.get("new_group", "").strip()):
             raise forms.ValidationError("Pick an existing group or name a new one (not both).")
         return data

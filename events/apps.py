@@ -1,4 +1,5 @@
 from django.apps import AppConfig
+from django.contrib.admin import apps as admin_apps
 from django.db.models.signals import post_migrate
 
 
@@ -18,3 +19,10 @@ class EventsConfig(AppConfig):
         from events.authentication import connect_signals
 
         connect_signals()
+
+
+class EventsumAdminConfig(admin_apps.AdminConfig):
+    """django.contrib.admin, with Eventsum's site as the default one (named in INSTALLED_APPS)."""
+
+    default = False  # EventsConfig stays this module's config for the "events" entry
+    default_site = "events.admin_site.EventsumAdminSite"

@@ -24,7 +24,7 @@ ALLOWED_HOSTS = env_list("EVENTSUM_ALLOWED_HOSTS") or ["*"]
 CSRF_TRUSTED_ORIGINS = env_list("EVENTSUM_CSRF_TRUSTED_ORIGINS")
 
 INSTALLED_APPS = [
-    "django.contrib.admin",
+    "events.apps.EventsumAdminConfig",  # django.contrib.admin with Eventsum's site
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",

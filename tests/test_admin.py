@@ -92,6 +92,34 @@ def test_the_bulk_action_asks_for_the_group_then_assigns_and_records_history(sta
     assert EventBase.objects.filter(event_group_id=0).count() == 3
 
 
+def test_a_group_choice_that_is_no_group_says_so_alone(staff):
+    ids = capture_bases(1)
+    chosen = {"action": "assign_to_group", "_selected_action": ids, "apply": "1", "group": "abc"}
+    page = staff.post("/admin/events/eventbase/", chosen).content.decode()
+    assert "Select a valid choice" in page
+    assert "Pick an existing group or name a new one" not in page  # it was picked, wrongly
+
+
+@pytest.mark.parametrize(
+    ("path", "action"),
+    [
+        ("/admin/events/eventbase/", "assign_to_group"),
+        ("/admin/events/eventgroup/", "delete_selected"),
+        ("/admin/auth/user/", "delete_selected"),
+    ],
+)
+@pytest.mark.parametrize("selected", ["abc", "\x00", "²", str(2**63)])
+def test_an_action_on_rows_that_are_no_ids_is_a_400_naming_them(staff, path, action, selected):
+    ids = capture_bases(1)
+    EventGroup.objects.create(name="kept")
+    before = (list(EventBase.objects.values_list("id", "event_group_id")), EventGroup.objects.count())
+    response = staff.post(path, {"action": action, "_selected_action": [ids[0], selected], "post": "yes"})
+    assert response.status_code == 400
+    assert f"_selected_action must be row ids; got {selected!r}." == response.content.decode()
+    assert (list(EventBase.objects.values_list("id", "event_group_id")), EventGroup.objects.count()) == before
+    assert User.objects.filter(username="boss").exists()
+
+
 @pytest.mark.parametrize("count", [3, 60])
 def test_the_bulk_action_over_a_whole_filtered_list_moves_it_in_statements_of_one_size(staff, count, monkeypatch):
     # "Select all" in a list filtered to one service, 2 bases a page: every base of that service moves,
