@@ -24,11 +24,12 @@ from django.core.exceptions import DisallowedHost
 from django.core.handlers.wsgi import LimitedStream, WSGIRequest
 from django.db import DatabaseError
 from django.http import HttpResponse
-from rest_framework.exceptions import APIException, ParseError, Throttled, UnsupportedMediaType, ValidationError
+from rest_framework.exceptions import APIException, ParseError, Throttled, ValidationError
 from rest_framework.response import Response
 
 from events.errors import InvalidIngestKey, PayloadTooLarge, exception_handler, server_error
 from events.observability import log_request, record_rejected
+from events.parsers import refuse_compressed
 from events.renderers import ORJSONRenderer
 from events.services import CaptureInvalid, CaptureThrottled, capture_events, parse_capture_body
 
@@ -52,10 +53,7 @@ def answer_capture(stream, content_length: str | None, ingest_key: str | None, e
     Content-Encoding header."""
     try:
         _check_ingest_key(ingest_key or "")
-        if encoding and encoding.strip().lower() != "identity":  # a compressed body would read as bad UTF-8
-            raise UnsupportedMediaType(
-                encoding, detail=f"Content-Encoding {encoding!r} is not supported: send the body uncompressed."
-            )
+        refuse_compressed(encoding)
         body = _read_body(stream, content_length)
     except APIException as refused:
         record_rejected(refused.default_code, detail=str(refused.detail))

@@ -2,6 +2,8 @@
 
 import logging
 
+from django.conf import settings
+from django.core.exceptions import RequestDataTooBig
 from django.db import DatabaseError, InterfaceError, OperationalError
 from django.http import JsonResponse
 from rest_framework import status
@@ -86,6 +88,9 @@ def server_error(request):
 
 
 def bad_request(request, exception=None):
+    if isinstance(exception, RequestDataTooBig):  # /capture answers its own limit; this is every other body
+        limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+        return JsonResponse({"detail": f"The request body is over {limit} bytes."}, status=413)
     return JsonResponse({"detail": "Bad request."}, status=400)
 
 

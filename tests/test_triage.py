@@ -256,3 +256,16 @@ def test_a_body_nested_too_deeply_is_a_400_and_changes_nothing(triager, groups, 
     assert response.status_code == 400
     assert "nested too deeply" in response.json()["detail"]
     assert list(EventGroup.objects.order_by("id").values_list("id", "name")) == before
+
+
+@pytest.mark.parametrize("path", ["/assign_group", "/groups"])
+def test_a_compressed_body_is_a_415_and_one_over_the_limit_a_413(triager, settings, path):
+    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 2048  # EVENTSUM_MAX_BODY_BYTES
+    before = EventGroup.objects.count()
+    compressed = triager.post(path, b"\x1f\x8b...", content_type="application/json", HTTP_CONTENT_ENCODING="gzip")
+    assert compressed.status_code == 415
+    assert compressed.json() == {"detail": "Content-Encoding 'gzip' is not supported: send the body uncompressed."}
+    big = triager.post(path, [{"name": f"group {i}"} for i in range(200)], format="json")
+    assert big.status_code == 413
+    assert big.json() == {"detail": "The request body is over 2048 bytes."}
+    assert EventGroup.objects.count() == before
