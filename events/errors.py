@@ -3,7 +3,7 @@
 import logging
 
 from django.conf import settings
-from django.core.exceptions import RequestDataTooBig
+from django.core.exceptions import DisallowedHost, RequestDataTooBig
 from django.db import DatabaseError, InterfaceError, OperationalError
 from django.http import JsonResponse
 from rest_framework import status
@@ -91,6 +91,9 @@ def bad_request(request, exception=None):
     if isinstance(exception, RequestDataTooBig):  # /capture answers its own limit; this is every other body
         limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
         return JsonResponse({"detail": f"The request body is over {limit} bytes."}, status=413)
+    if isinstance(exception, DisallowedHost):
+        host = request.META.get("HTTP_HOST", "")[:200]
+        return JsonResponse({"detail": f"This server does not answer to the host {host!r}."}, status=400)
     return JsonResponse({"detail": "Bad request."}, status=400)
 
 

@@ -183,7 +183,11 @@ def test_other_methods_paths_and_refused_hosts_are_left_to_django(settings):
     settings.ALLOWED_HOSTS = ["events.example.com"]
     assert takes(environ_for(b"", HTTP_HOST="events.example.com"))
     assert not takes(environ_for(b"", HTTP_HOST="evil.example.com"))
-    assert call(WSGIHandler(), environ_for(b"{}", HTTP_HOST="evil.example.com"))[0] == 400
+    status, _, body = call(WSGIHandler(), environ_for(b"{}", HTTP_HOST="evil.example.com"))
+    assert (status, json.loads(body)) == (
+        400,
+        {"detail": "This server does not answer to the host 'evil.example.com'."},
+    )
 
 
 def test_each_request_is_logged_and_timed_as_through_django(caplog):
