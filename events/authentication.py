@@ -14,7 +14,8 @@ answers 401 from the next request on, as it did without the memory. Changes made
 this process empty it at once (signals: a test's uncommitted change is never notified), and an entry
 is trusted for at most a minute whatever happens (a pooler that drops notifications, say; the
 operations doc asks for PgBouncer's session mode, which keeps them). Permissions are not remembered:
-each request gets fresh user and token instances built from the remembered row.
+each request gets fresh user and token instances built from the remembered row. On a hot standby,
+where LISTEN is refused and no notification arrives, nothing is remembered: every request reads its token.
 """
 
 import weakref
@@ -22,9 +23,10 @@ from functools import cache
 from time import monotonic
 
 from django.contrib.auth import get_user_model
-from django.db import DEFAULT_DB_ALIAS, connection
+from django.db import DEFAULT_DB_ALIAS, DatabaseError, connection
 from django.db.models.signals import post_delete, post_save
 from django.utils.translation import gettext_lazy as _
+from psycopg2 import errors as pg_errors
 from rest_framework import authentication, exceptions
 
 from events.prepared import PreparedStatement
@@ -34,6 +36,7 @@ CHANNEL = "eventsum_auth"
 TRUSTED_SECONDS = 60
 _rows = BoundedMemo(256)  # {token key: (the token's and its user's row, when it was read)}
 _listening = weakref.WeakSet()  # the raw connections that LISTEN on CHANNEL
+_deaf = weakref.WeakSet()  # the raw connections that can't (to a hot standby): nothing is remembered on them
 _forgotten = 0  # how many times the memory was emptied (a row read before that is not remembered)
 
 
@@ -69,9 +72,19 @@ def _token_row(statement: PreparedStatement, key: str) -> tuple | None:
         return _read_token_row(statement, key)
     connection.ensure_connection()
     raw = connection.connection
+    if raw in _deaf:
+        return _read_token_row(statement, key)
     if raw not in _listening:
-        with connection.cursor() as cursor:
-            cursor.execute(f"LISTEN {CHANNEL}")
+        try:
+            with connection.cursor() as cursor:
+                cursor.execute(f"LISTEN {CHANNEL}")
+        except DatabaseError as error:
+            if not isinstance(error.__cause__, pg_errors.ReadOnlySqlTransaction):
+                raise
+            # A hot standby ("cannot execute LISTEN during recovery"), where no NOTIFY arrives either: read
+            # the token on every request, so a revoked one is refused as soon as the standby has replayed it.
+            _deaf.add(raw)
+            return _read_token_row(statement, key)
         _listening.add(raw)
         forget_tokens()  # whatever was remembered before may have changed unheard
     with connection.wrap_database_errors:  # a server gone away is an outage (503), not a crash

@@ -6,6 +6,7 @@ from django.conf import settings
 from django.core.exceptions import DisallowedHost, RequestDataTooBig
 from django.db import DatabaseError, InterfaceError, OperationalError
 from django.http import JsonResponse
+from psycopg2 import errors as pg_errors
 from rest_framework import status
 from rest_framework.exceptions import APIException
 from rest_framework.views import exception_handler as drf_exception_handler
@@ -19,6 +20,12 @@ class DatabaseUnavailable(APIException):
     status_code = status.HTTP_503_SERVICE_UNAVAILABLE
     default_detail = "The database is unavailable; retry shortly."
     default_code = "database_unavailable"
+
+
+class DatabaseReadOnly(APIException):
+    status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+    default_detail = "The database is read-only (a standby?): nothing can be written now; retry shortly."
+    default_code = "database_read_only"
 
 
 class PayloadTooLarge(APIException):
@@ -41,10 +48,24 @@ def is_database_outage(error: Exception) -> bool:
     return False
 
 
+def is_read_only_database(error: Exception) -> bool:
+    """A write refused because the server is a hot standby (a failover in progress, or a deployment pointed
+    at a replica): the database is there, the write can succeed later elsewhere."""
+    if isinstance(error, DatabaseError) and isinstance(error.__cause__, pg_errors.ReadOnlySqlTransaction):
+        from events.observability import DATABASE_ERRORS
+
+        DATABASE_ERRORS.labels("read_only").inc()
+        return True
+    return False
+
+
 def exception_handler(error, context):
     if is_database_outage(error):
         logger.warning("database unavailable: %s", type(error).__name__)
         error = DatabaseUnavailable()
+    elif is_read_only_database(error):
+        logger.warning("database read-only: %s", error)
+        error = DatabaseReadOnly()
     response = drf_exception_handler(error, context)
     if response is not None and response.status_code == status.HTTP_503_SERVICE_UNAVAILABLE:
         response["Retry-After"] = RETRY_AFTER_SECONDS
@@ -57,8 +78,8 @@ def exception_handler(error, context):
     return response
 
 
-def database_unavailable_response() -> JsonResponse:
-    response = JsonResponse({"detail": DatabaseUnavailable.default_detail}, status=503)
+def database_unavailable_response(detail: str = DatabaseUnavailable.default_detail) -> JsonResponse:
+    response = JsonResponse({"detail": detail}, status=503)
     response["Retry-After"] = RETRY_AFTER_SECONDS
     return response
 
@@ -76,6 +97,9 @@ class DatabaseOutageMiddleware:
         if is_database_outage(exception):
             logger.warning("database unavailable: %s", type(exception).__name__)
             return database_unavailable_response()
+        if is_read_only_database(exception):
+            logger.warning("database read-only: %s", exception)
+            return database_unavailable_response(DatabaseReadOnly.default_detail)
         return None
 
 

@@ -51,6 +51,18 @@ def request(url: str, payload=None, headers=None, timeout: float = 10) -> tuple[
         return error.code, error.headers, decoded
 
 
+def wait_until_healthy(url: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if request(url + "/health", timeout=2)[0] == 200:
+                return
+        except OSError:
+            pass
+        time.sleep(0.2)
+    raise TimeoutError("the server did not become healthy")
+
+
 class LiveStack:
     def __init__(self, workers: int = 2, extra_env: dict | None = None):
         with warnings.catch_warnings():
@@ -90,15 +102,7 @@ class LiveStack:
         return result.stdout
 
     def wait_until_healthy(self, timeout: float = 30) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                if request(self.url + "/health", timeout=2)[0] == 200:
-                    return
-            except OSError:
-                pass
-            time.sleep(0.2)
-        raise TimeoutError("the server did not become healthy")
+        wait_until_healthy(self.url, timeout)
 
     def sql(self, query: str, parameters=()) -> list[tuple]:
         import psycopg2
