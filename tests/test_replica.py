@@ -11,6 +11,8 @@ import urllib.parse
 import warnings
 from pathlib import Path
 
+import pytest
+
 from tests.live_stack import ROOT, free_port, request, wait_until_healthy
 
 
@@ -35,6 +37,13 @@ class Replicated:
         info = self.primary.get_postmaster_info()
         self.primary_url = self.url(str(info.socket_dir), info.port)
         self.standby_dir, self.standby_sockets = self.tmp / "standby", self.tmp / "standby-sockets"
+        try:
+            self.start_standby(info)
+        except BaseException:
+            self.close()
+            raise
+
+    def start_standby(self, info) -> None:
         self.standby_sockets.mkdir()
         os.chmod(self.standby_sockets, 0o777)
         self.run(
@@ -93,8 +102,14 @@ class Replicated:
         shutil.rmtree(self.tmp, ignore_errors=True)
 
 
-def test_a_server_on_a_hot_standby_serves_reads_and_hears_of_revoked_tokens():
-    stack = Replicated()
+@pytest.fixture
+def stack():
+    replicated = Replicated()
+    yield replicated
+    replicated.close()
+
+
+def test_a_server_on_a_hot_standby_serves_reads_and_hears_of_revoked_tokens(stack):
     server = None
     try:
         stack.manage(stack.primary_url, "migrate", "--noinput", "-v", "0")
@@ -124,7 +139,7 @@ def test_a_server_on_a_hot_standby_serves_reads_and_hears_of_revoked_tokens():
         wait_until_healthy(url)
 
         search = "/search?service=WISH%20FE&start_time=2000-01-01&end_time=2100-01-01"
-        for _ in range(2):  # the second from what the process remembered
+        for _ in range(2):  # the second on the same connection, which could not LISTEN
             status, _, body = request(url + search, headers=auth)
             assert status == 200, body
             assert [event["event_name"] for event in body["events"]] == ["ZeroDivisionError"]
@@ -137,8 +152,6 @@ def test_a_server_on_a_hot_standby_serves_reads_and_hears_of_revoked_tokens():
 
         # A capture sent to the standby can't be written: the database is there but read-only, so it is
         # an outage for writes (503, retry), not a server error.
-        status, headers, body = request(url + "/capture", payload={"service": "x"}, timeout=10)
-        assert status in (400,), body  # an invalid event is refused before the database
         status, headers, body = request(
             url + "/capture",
             payload={"service": "x", "event_name": "E", "event_type": "python", "event_data": {}},
@@ -149,4 +162,3 @@ def test_a_server_on_a_hot_standby_serves_reads_and_hears_of_revoked_tokens():
         if server is not None:
             server.terminate()
             server.wait(timeout=30)
-        stack.close()
