@@ -5,7 +5,7 @@ from functools import wraps
 
 from django.contrib import admin
 from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
-from django.http import HttpResponseBadRequest
+from django.http import JsonResponse
 
 from events.models import MAX_ID
 
@@ -27,10 +27,8 @@ def _selection_checked(view):
     def checked(request, *args, **kwargs):
         if request.method == "POST":
             if wrong := [value for value in request.POST.getlist(ACTION_CHECKBOX_NAME) if not _an_id(value)]:
-                return HttpResponseBadRequest(
-                    f"{ACTION_CHECKBOX_NAME} must be row ids; got {', '.join(map(repr, wrong[:5]))}.",
-                    content_type="text/plain; charset=utf-8",
-                )
+                shown = ", ".join(map(repr, wrong[:5]))
+                return JsonResponse({ACTION_CHECKBOX_NAME: [f"Not row ids: {shown}."]}, status=400)
         return view(request, *args, **kwargs)
 
     return checked

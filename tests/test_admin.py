@@ -115,7 +115,7 @@ def test_an_action_on_rows_that_are_no_ids_is_a_400_naming_them(staff, path, act
     before = (list(EventBase.objects.values_list("id", "event_group_id")), EventGroup.objects.count())
     response = staff.post(path, {"action": action, "_selected_action": [ids[0], selected], "post": "yes"})
     assert response.status_code == 400
-    assert f"_selected_action must be row ids; got {selected!r}." == response.content.decode()
+    assert response.json() == {"_selected_action": [f"Not row ids: {selected!r}."]}
     assert (list(EventBase.objects.values_list("id", "event_group_id")), EventGroup.objects.count()) == before
     assert User.objects.filter(username="boss").exists()
 
