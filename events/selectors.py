@@ -178,8 +178,9 @@ BASE_KEYS = (
 # processed_data travels as the database's own JSON text, embedded in the answer unparsed. It changes only
 # with its hash (EventBase.save), so each process keeps the text of the bases it answered lately, keyed by
 # id with its hash, and the query writes it out only for the others: for 100 bases, ~300 KB of text and
-# ~2 ms of PostgreSQL's time. About 3 KB an entry, text only (nothing for the garbage collector to walk).
-_processed_texts = BoundedMemo(2_000)  # {base id: (processed_data_hash, JSON text)}
+# ~2 ms of PostgreSQL's time. About 3 KB an entry, text only (nothing for the garbage collector to walk);
+# at most 32 MB of it, whatever the traces weigh.
+_processed_texts = BoundedMemo(2_000, weigh=lambda entry: len(entry[1]), budget=32 * 2**20)  # {id: (hash, text)}
 
 
 def _bases(ids: list[int]) -> dict[int, dict]:

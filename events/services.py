@@ -597,7 +597,7 @@ SEARCH_TEXT_CAP = 8000  # characters of messages a base's search row holds (appe
 # are kept as a tuple of strings, which the garbage collector stops tracking (as sets, 650 of them made each
 # full collection 5 ms longer), and interned: bases share most of their pieces (frames of one code base),
 # so the bench's 951 bases took 1.7 MiB instead of 7.4 MiB (a few hundred 52-byte strings each).
-_static_search_memo = BoundedMemo(2_000)
+_static_search_memo = BoundedMemo(2_000, weigh=lambda entry: len(entry[0]) + 60 * len(entry[1]), budget=16 * 2**20)
 
 
 def _static_search(event: PreparedEvent) -> tuple[str, tuple[str, ...]]:

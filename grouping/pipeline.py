@@ -65,7 +65,7 @@ def run_filters(stage: str, names: list[str], data):
 # Entries are text only: a parsed trace is hundreds of objects that every full garbage collection walks
 # (1,000 of them made a worker's full collection 50 ms instead of 20, a pause every request behind it
 # waited out).
-_processed_memo = BoundedMemo(1_000)
+_processed_memo = BoundedMemo(1_000, weigh=lambda entry: len(entry[0]), budget=32 * 2**20)
 
 
 def _processed(generic_data: dict, generic_hash: str, base_filters: tuple[str, ...]) -> tuple[str, str]:

@@ -5,6 +5,7 @@ import pytest
 from django.db import connection
 
 from events.models import Environment, EventBase, EventGroup, EventInstance, OccurrenceBucket, Service
+from events.services import capture_events
 from grouping.registry import FILTERS, register_filter
 from tests.conftest import EXAMPLE_EVENT, assert_totals_match_buckets, make_event, post_json
 
@@ -458,6 +459,33 @@ def test_the_per_process_memos_hold_nothing_the_garbage_collector_must_walk(clie
     assert (len(_processed_memo._results), len(_static_search_memo._results)) == (1, 3)
     entries = [*_processed_memo._results.values(), *_static_search_memo._results.values()]
     assert not [entry for entry in entries if gc.is_tracked(entry)]
+
+
+def test_the_per_process_memos_keep_within_their_memory_budgets(reader, monkeypatch):
+    # Traces of hundreds of kilobytes (a RecursionError's thousand frames) took ~0.45 MB of a worker for each
+    # base, kept until 1,000 to 2,000 of them: 300 such bases put a worker at 312 MB.
+    from events.selectors import _processed_texts
+    from events.services import _static_search_memo
+    from grouping.pipeline import _processed_memo
+
+    memos = (_processed_memo, _static_search_memo, _processed_texts)
+    for memo in memos:
+        memo.clear()
+        monkeypatch.setattr(memo, "budget", 2 * 2**20)
+    frames = [{"filename": f"app/m{k}.py", "function": f"f{k}", "context_line": "x" * 60} for k in range(800)]
+    events = []
+    for index in range(40):  # ~100 KB of processed data each: 4 MB in all, twice the budgets
+        event = make_event(event_name=f"Deep{index}")
+        event["event_data"]["raw_data"]["frames"] = [{**frame, "lineno": index} for frame in frames]
+        events.append(event)
+    capture_events(events)
+    assert reader.get("/search", {"service": "WISH FE", "start_time": "2000-01-01", "limit": 40}).status_code == 200
+    kept = [
+        sum(len(text) for text, _ in _processed_memo._results.values()),
+        sum(len(text) for text, _ in _static_search_memo._results.values()),
+        sum(len(text) for _, text in _processed_texts._results.values()),
+    ]
+    assert all(0 < size <= 2 * 2**20 for size in kept), kept
 
 
 class TestUnchangingDataIsSentOnce:

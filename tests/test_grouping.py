@@ -232,3 +232,16 @@ def test_bounded_memo_computes_each_key_once_and_stays_within_its_size():
     memo.get("c", compute(3))  # full: starts over
     assert memo.get("a", compute(4)) == 40
     assert calls == [1, 2, 3, 4]
+
+
+def test_bounded_memo_with_a_budget_starts_over_before_it_and_keeps_no_giant():
+    from grouping.memo import BoundedMemo
+
+    memo = BoundedMemo(100, weigh=len, budget=160)  # a sixteenth: 10
+    memo.put("giant", "x" * 11)
+    assert memo.peek("giant") is None
+    for index in range(16):
+        memo.put(index, "y" * 10)
+    assert [memo.peek(index) for index in (0, 15)] == ["y" * 10] * 2  # 160: full, not over
+    memo.put("one more", "z")
+    assert (memo.peek(0), memo.peek("one more")) == (None, "z")  # started over first
