@@ -59,6 +59,18 @@ def test_load_demo_data_captures_realistic_events_over_several_services():
     assert 3 <= len(frames) <= 15 and "0x7f" in frames[0]["vars"]["self"]
 
 
+def test_load_demo_data_creates_its_services_even_with_auto_create_off(settings):
+    from events.models import Environment, EventBase, Service
+
+    settings.EVENTSUM_AUTO_CREATE = False
+    call_command("load_demo_data", "--bases", "20", "--occurrences", "40", "--days", "1", stdout=StringIO())
+    assert EventBase.objects.count() == 20
+    assert (Service.objects.count(), sorted(Environment.objects.values_list("name", flat=True))) == (
+        5,
+        ["prod", "stage"],
+    )
+
+
 @pytest.mark.parametrize(
     "args",
     [["--bases", "0"], ["--bases", "5", "--occurrences", "4"], ["--days", "0"], ["--days", "nan"], ["--days", "1e9"]],

@@ -3,7 +3,8 @@ import time
 from django.core.management.base import BaseCommand
 
 from events.demo import demo_events
-from events.services import capture_events
+from events.models import Environment, Service, normalize_name
+from events.services import capture_events, resolve_ids
 
 
 class Command(BaseCommand):
@@ -20,6 +21,11 @@ class Command(BaseCommand):
             raise SystemExit(2)
         started = time.monotonic()
         events = demo_events(bases, occurrences, days)
+        # Named by the operator who runs this, not made up by a client: created even when
+        # EVENTSUM_AUTO_CREATE is off (the demo was a traceback of 1,000 "unknown service" errors then).
+        for model, field in ((Service, "service"), (Environment, "environment")):
+            names = {normalize_name(event[field]): event[field] for event in events}
+            resolve_ids(model, names, always_created=tuple(names))
         for start in range(0, len(events), 1000):
             capture_events(events[start : start + 1000])  # the same path as /capture
         self.stdout.write(f"Captured {len(events)} demo events over {bases} bases in {time.monotonic() - started:.1f}s")
