@@ -31,7 +31,7 @@ from events.errors import InvalidIngestKey, PayloadTooLarge, exception_handler, 
 from events.observability import log_request, record_rejected
 from events.parsers import refuse_compressed
 from events.renderers import ORJSONRenderer
-from events.services import CaptureInvalid, CaptureThrottled, capture_events, parse_capture_body
+from events.services import CaptureInvalid, CaptureThrottled, CaptureTooLarge, capture_events, parse_capture_body
 
 CAPTURE_PATHS = ("/capture", "/capture/")  # as the URLconf's `capture/?`
 _renderer = ORJSONRenderer()
@@ -65,6 +65,9 @@ def answer_capture(stream, content_length: str | None, ingest_key: str | None, e
     except CaptureInvalid as invalid:
         record_rejected("invalid", count=max(1, len(payloads)), detail=str(invalid.detail))
         return _refusal(ValidationError(invalid.detail))
+    except CaptureTooLarge as too_large:
+        record_rejected("payload_too_large", count=len(payloads), detail=too_large.detail)
+        return _refusal(PayloadTooLarge(too_large.detail))
     except CaptureThrottled as throttled:
         record_rejected("throttled", count=max(1, len(payloads)), detail=throttled.detail)
         return _refusal(Throttled(wait=throttled.wait, detail=throttled.detail))

@@ -60,6 +60,14 @@ class CaptureInvalid(Exception):
         super().__init__(detail)
 
 
+class CaptureTooLarge(Exception):
+    """An array that could never be stored as it is (more events for one service than its rate limit)."""
+
+    def __init__(self, detail: str):
+        self.detail = detail
+        super().__init__(detail)
+
+
 class CaptureThrottled(Exception):
     """Over EVENTSUM_RATE_LIMIT: nothing was stored; retry after `wait` seconds."""
 
@@ -832,26 +840,31 @@ def enforce_rate_limit(per_service: Counter, names: dict[int, str]) -> None:
     now = datetime.now(UTC)
     window = now.replace(second=0, microsecond=0)
     wait = 60 - now.second
-    over = [service_id for service_id, count in per_service.items() if count > limit]
-    if not over:
-        service_ids = sorted(per_service)
-        with transaction.atomic(), connection.cursor() as cursor:
-            # The WHERE keeps a window's count from passing the limit; a refused row isn't returned.
-            cursor.execute(
-                """
-                INSERT INTO events_ratewindow AS w (service_id, window_start, count)
-                SELECT service_id, %s, count FROM unnest(%s::bigint[], %s::int[]) AS t(service_id, count)
-                ORDER BY service_id
-                ON CONFLICT ON CONSTRAINT ratewindow_identity DO UPDATE SET count = w.count + EXCLUDED.count
-                WHERE w.count + EXCLUDED.count <= %s
-                RETURNING service_id
-                """,
-                [window, service_ids, [per_service[s] for s in service_ids], limit],
-            )
-            allowed = {row[0] for row in cursor.fetchall()}
-            over = [service_id for service_id in service_ids if service_id not in allowed]
-            if over:
-                transaction.set_rollback(True)  # all or nothing: the other services' counts stay as they were
+    if never := [service_id for service_id, count in per_service.items() if count > limit]:
+        # A retry would be refused the same way every minute: a 413, not a 429 to wait out.
+        named = ", ".join(f"{per_service[service_id]} for {names[service_id]!r}" for service_id in never)
+        raise CaptureTooLarge(
+            f"This array holds more events for one service than EVENTSUM_RATE_LIMIT lets in a minute ({limit}): "
+            f"{named}. Send them in smaller arrays."
+        )
+    service_ids = sorted(per_service)
+    with transaction.atomic(), connection.cursor() as cursor:
+        # The WHERE keeps a window's count from passing the limit; a refused row isn't returned.
+        cursor.execute(
+            """
+            INSERT INTO events_ratewindow AS w (service_id, window_start, count)
+            SELECT service_id, %s, count FROM unnest(%s::bigint[], %s::int[]) AS t(service_id, count)
+            ORDER BY service_id
+            ON CONFLICT ON CONSTRAINT ratewindow_identity DO UPDATE SET count = w.count + EXCLUDED.count
+            WHERE w.count + EXCLUDED.count <= %s
+            RETURNING service_id
+            """,
+            [window, service_ids, [per_service[s] for s in service_ids], limit],
+        )
+        allowed = {row[0] for row in cursor.fetchall()}
+        over = [service_id for service_id in service_ids if service_id not in allowed]
+        if over:
+            transaction.set_rollback(True)  # all or nothing: the other services' counts stay as they were
     if over:
         named = ", ".join(repr(names[service_id]) for service_id in over)
         raise CaptureThrottled(f"Rate limit of {limit} events per minute exceeded for service {named}.", wait)

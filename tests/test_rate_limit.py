@@ -38,10 +38,17 @@ def test_the_limit_is_per_service_and_a_mixed_batch_is_all_or_nothing(client, se
     assert post_json(client, "/capture", [make_event(service="b")] * 4).status_code == 200
 
 
-def test_a_batch_bigger_than_the_limit_is_refused(client, settings):
+def test_a_batch_bigger_than_the_limit_is_a_413_not_a_429_to_retry(client, settings):
     settings.EVENTSUM_RATE_LIMIT = 3
-    assert post_json(client, "/capture", [make_event()] * 4).status_code == 429
+    response = post_json(client, "/capture", [make_event()] * 4 + [make_event(service="other")] * 3)
+    assert response.status_code == 413  # it could never fit in a minute: waiting would not help
+    assert "Retry-After" not in response
+    assert response.json() == {
+        "detail": "This array holds more events for one service than EVENTSUM_RATE_LIMIT lets in a minute (3): "
+        "4 for 'WISH FE'. Send them in smaller arrays."
+    }
     assert not OccurrenceBucket.objects.exists()
+    assert post_json(client, "/capture", [make_event()] * 3).status_code == 200  # nothing was counted
 
 
 def test_the_limit_holds_across_server_processes():
