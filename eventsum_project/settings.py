@@ -55,6 +55,16 @@ MIDDLEWARE = [
     "events.errors.DatabaseOutageMiddleware",
 ]
 
+# Django's standard checks on the passwords people choose (createsuperuser, changepassword, the admin's forms).
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": f"django.contrib.auth.password_validation.{name}"}
+    for name in (
+        "UserAttributeSimilarityValidator",
+        "MinimumLengthValidator",
+        "CommonPasswordValidator",
+        "NumericPasswordValidator",
+    )
+]
 SESSION_ENGINE = "events.sessions"  # Django's database sessions, with the cookie's key checked first
 
 ROOT_URLCONF = "eventsum_project.urls"

@@ -29,6 +29,18 @@ def capture_bases(count: int, **changes) -> list[int]:
     return [result.event_base_id for result in results]
 
 
+@pytest.mark.parametrize(
+    ("password", "refused"),
+    [("abc", True), ("password1", True), ("19283746", True), ("glacier-tonic-87-umber", False)],
+)
+def test_a_password_set_in_the_admin_must_pass_djangos_checks(staff, password, refused):
+    user = User.objects.get(username="boss")
+    page = staff.post(f"/admin/auth/user/{user.pk}/password/", {"password1": password, "password2": password})
+    user.refresh_from_db()
+    assert user.check_password(password) is not refused
+    assert ("errorlist" in page.content.decode()) is refused
+
+
 def test_a_non_staff_user_is_refused(client):
     User.objects.create_user("reader", password="pw")
     client.login(username="reader", password="pw")
