@@ -269,3 +269,36 @@ def test_a_compressed_body_is_a_415_and_one_over_the_limit_a_413(triager, settin
     assert big.status_code == 413
     assert big.json() == {"detail": "The request body is over 2048 bytes."}
     assert EventGroup.objects.count() == before
+
+
+HOSTILE_BODIES = [
+    b"",
+    b"\xef\xbb\xbf{}",  # a byte order mark
+    b"\xff\xfe{}",  # not UTF-8
+    b'{"name": "a\\ud800"}',
+    b'{"name": "a\\u0000"}',
+    b'{"event_id": 1e999, "group_id": 0}',
+    b'{"event_id": NaN, "group_id": 0}',
+    b'{"name": ' + b"9" * 5000 + b"}",
+    b"[" * 3000 + b"]" * 3000,
+    b'{"name": {"name": "x"}}',
+    b"null",
+    b"[[[]]]",
+    b"{",
+]
+
+
+@pytest.mark.parametrize("body", HOSTILE_BODIES, ids=range(len(HOSTILE_BODIES)))
+def test_hostile_bodies_on_every_write_are_json_4xx_and_change_nothing(triager, groups, body):
+    # A PATCH naming no field it knows (b"", {"event_id": ...}) is a partial update of nothing: a 200.
+    before = list(EventGroup.objects.order_by("id").values_list("id", "name"))
+    for method, path, lowest in [
+        ("post", "/assign_group", 400),
+        ("post", "/groups", 400),
+        ("patch", f"/groups/{groups[0]}", 200),
+    ]:
+        response = getattr(triager, method)(path, body, content_type="application/json")
+        assert lowest <= response.status_code < 500, (method, path, response.status_code)
+        assert response["Content-Type"] == "application/json"
+        assert response.json()
+    assert list(EventGroup.objects.order_by("id").values_list("id", "name")) == before
