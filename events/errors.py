@@ -39,33 +39,25 @@ class InvalidIngestKey(APIException):
     default_code = "not_authenticated"
 
 
-def is_database_outage(error: Exception) -> bool:
+def database_trouble(error: Exception) -> APIException | None:
+    """The 503 an error from the database stands for, counted and logged: the database unreachable, or
+    refusing writes because it is a hot standby (a failover in progress, or a deployment pointed at a
+    replica), where the write can succeed later. None for any other error."""
     if isinstance(error, (OperationalError, InterfaceError)):
-        from events.observability import DATABASE_ERRORS
+        kind, trouble = "unavailable", DatabaseUnavailable()
+    elif isinstance(error, DatabaseError) and isinstance(error.__cause__, pg_errors.ReadOnlySqlTransaction):
+        kind, trouble = "read_only", DatabaseReadOnly()
+    else:
+        return None
+    from events.observability import DATABASE_ERRORS
 
-        DATABASE_ERRORS.labels("unavailable").inc()
-        return True
-    return False
-
-
-def is_read_only_database(error: Exception) -> bool:
-    """A write refused because the server is a hot standby (a failover in progress, or a deployment pointed
-    at a replica): the database is there, the write can succeed later elsewhere."""
-    if isinstance(error, DatabaseError) and isinstance(error.__cause__, pg_errors.ReadOnlySqlTransaction):
-        from events.observability import DATABASE_ERRORS
-
-        DATABASE_ERRORS.labels("read_only").inc()
-        return True
-    return False
+    DATABASE_ERRORS.labels(kind).inc()
+    logger.warning("database %s: %s", kind.replace("_", "-"), type(error).__name__)
+    return trouble
 
 
 def exception_handler(error, context):
-    if is_database_outage(error):
-        logger.warning("database unavailable: %s", type(error).__name__)
-        error = DatabaseUnavailable()
-    elif is_read_only_database(error):
-        logger.warning("database read-only: %s", error)
-        error = DatabaseReadOnly()
+    error = database_trouble(error) or error
     response = drf_exception_handler(error, context)
     if response is not None and response.status_code == status.HTTP_503_SERVICE_UNAVAILABLE:
         response["Retry-After"] = RETRY_AFTER_SECONDS
@@ -75,12 +67,6 @@ def exception_handler(error, context):
         DATABASE_ERRORS.labels("error").inc()
         logger.exception("database error")
         return JsonResponse({"detail": "A database error occurred."}, status=500)
-    return response
-
-
-def database_unavailable_response(detail: str = DatabaseUnavailable.default_detail) -> JsonResponse:
-    response = JsonResponse({"detail": detail}, status=503)
-    response["Retry-After"] = RETRY_AFTER_SECONDS
     return response
 
 
@@ -94,12 +80,10 @@ class DatabaseOutageMiddleware:
         return self.get_response(request)
 
     def process_exception(self, request, exception):
-        if is_database_outage(exception):
-            logger.warning("database unavailable: %s", type(exception).__name__)
-            return database_unavailable_response()
-        if is_read_only_database(exception):
-            logger.warning("database read-only: %s", exception)
-            return database_unavailable_response(DatabaseReadOnly.default_detail)
+        if trouble := database_trouble(exception):
+            response = JsonResponse({"detail": trouble.detail}, status=trouble.status_code)
+            response["Retry-After"] = RETRY_AFTER_SECONDS
+            return response
         return None
 
 

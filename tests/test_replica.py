@@ -16,11 +16,6 @@ import pytest
 from tests.live_stack import ROOT, free_port, request, wait_until_healthy
 
 
-def as_postgres_user() -> dict:
-    """pgserver runs PostgreSQL as its own user when started by root (PostgreSQL refuses to run as root)."""
-    return {"user": "pgserver"} if os.geteuid() == 0 else {}
-
-
 class Replicated:
     """A primary and a streaming standby of it, each reached over a Unix socket of its own."""
 
@@ -62,8 +57,9 @@ class Replicated:
         return f"postgres://postgres@{urllib.parse.quote(socket_dir, safe='')}:{port}/eventsum"
 
     def run(self, program: str, *args: str) -> None:
+        # As the user pgserver runs PostgreSQL as (its own when started by root, which PostgreSQL refuses).
         subprocess.run(
-            [str(self.bin / program), *args], check=True, capture_output=True, timeout=60, **as_postgres_user()
+            [str(self.bin / program), *args], check=True, capture_output=True, timeout=60, user=self.primary.system_user
         )
 
     def manage(self, database_url: str, *args: str) -> str:
@@ -96,7 +92,7 @@ class Replicated:
             [str(self.bin / "pg_ctl"), "-w", "-D", str(self.standby_dir), "stop", "-m", "immediate"],
             capture_output=True,
             timeout=60,
-            **as_postgres_user(),
+            user=self.primary.system_user,
         )
         self.primary.cleanup()
         shutil.rmtree(self.tmp, ignore_errors=True)
