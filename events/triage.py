@@ -24,6 +24,15 @@ class TriageInvalid(Exception):
         super().__init__(detail)
 
 
+IDS_LISTED = 50
+
+
+def listed(ids: list[int]) -> str:
+    """The ids an error names: the first IDS_LISTED, and how many more (a 1 MB body holds ~30,000 ids)."""
+    shown = ", ".join(map(str, ids[:IDS_LISTED]))
+    return shown if len(ids) <= IDS_LISTED else f"{shown} and {len(ids) - IDS_LISTED} more"
+
+
 def assign_groups(assignments: list[tuple[int, int]], user, *, via: str = "API") -> int:
     """Move each base to its group, all or nothing; returns how many bases changed group. A base named
     twice must be named with the same group: which of two groups was meant can't be guessed."""
@@ -31,15 +40,13 @@ def assign_groups(assignments: list[tuple[int, int]], user, *, via: str = "API")
     for base_id, group_id in assignments:
         named.setdefault(base_id, set()).add(group_id)
     if conflicts := sorted((base_id, sorted(groups)) for base_id, groups in named.items() if len(groups) > 1):
-        raise TriageInvalid(
-            {
-                "event_id": [
-                    f"Event base {base_id} is assigned to more than one group "
-                    f"({', '.join(map(str, groups))}): send one."
-                    for base_id, groups in conflicts
-                ]
-            }
-        )
+        messages = [
+            f"Event base {base_id} is assigned to more than one group ({', '.join(map(str, groups))}): send one."
+            for base_id, groups in conflicts[:IDS_LISTED]
+        ]
+        if len(conflicts) > IDS_LISTED:
+            messages.append(f"... and {len(conflicts) - IDS_LISTED} more event bases assigned to more than one group.")
+        raise TriageInvalid({"event_id": messages})
     wanted = {base_id: groups.pop() for base_id, groups in named.items()}
     return in_transaction_retrying(lambda cursor: _assign(cursor, wanted, user, via), RACES)
 
@@ -53,9 +60,9 @@ def _assign(cursor, wanted: dict[int, int], user, via: str) -> int:
     known_groups = _keep_groups(cursor, set(wanted.values()))
     errors = {}
     if unknown := sorted(set(wanted) - known_bases):
-        errors["event_id"] = [f"Unknown event base ids: {', '.join(map(str, unknown))}."]
+        errors["event_id"] = [f"Unknown event base ids: {listed(unknown)}."]
     if unknown := sorted(set(wanted.values()) - set(known_groups)):
-        errors["group_id"] = [f"Unknown group ids: {', '.join(map(str, unknown))}."]
+        errors["group_id"] = [f"Unknown group ids: {listed(unknown)}."]
     if errors:
         raise TriageInvalid(errors)
     # One statement for the whole batch, on the rows locked above; rows already in their group are left alone.

@@ -52,6 +52,18 @@ class TestAssignGroup:
         }
         assert group_of(base_ids[0]) == 0
 
+    def test_unknown_ids_by_the_thousand_are_named_fifty_and_counted(self, triager, base_ids, groups):
+        unknown = list(range(10**9, 10**9 + 3000))
+        response = triager.post(
+            "/assign_group", [{"event_id": i, "group_id": groups[0]} for i in unknown], format="json"
+        )
+        assert response.status_code == 400
+        named = ", ".join(map(str, unknown[:50]))
+        assert response.json() == {"event_id": [f"Unknown event base ids: {named} and 2950 more."]}
+        twice = [{"event_id": i, "group_id": g} for i in unknown[:60] for g in (0, groups[0])]
+        conflicts = triager.post("/assign_group", twice, format="json").json()["event_id"]
+        assert len(conflicts) == 51 and conflicts[-1].startswith("... and 10 more event bases")
+
     def test_group_id_and_groupd_id_that_disagree_are_a_400(self, triager, base_ids, groups):
         body = [
             {"event_id": base_ids[0], "group_id": groups[0], "groupd_id": groups[0]},  # agreeing is fine
