@@ -1,5 +1,7 @@
 """Thin HTTP endpoints: check the request, call a service or selector, serialize what it returns."""
 
+from collections import Counter
+
 from django.contrib.admin.models import ADDITION, CHANGE
 from django.db import IntegrityError, transaction
 from django.db.models import Count
@@ -163,6 +165,13 @@ def name_taken(name: str) -> str:
     return f"An event group named {name!r} already exists."
 
 
+def refuse_taken(names: list[str], many: bool) -> None:
+    """A 400 naming each name a group already has, by index in an array."""
+    taken = set(EventGroup.objects.filter(name__in=names).values_list("name", flat=True))
+    if errors := {str(index): {"name": [name_taken(name)]} for index, name in enumerate(names) if name in taken}:
+        raise ValidationError(errors if many else errors["0"])
+
+
 class EventGroupViewSet(viewsets.ModelViewSet):
     """/groups: list with base counts, create one or many, retrieve, partial update, delete."""
 
@@ -197,25 +206,24 @@ class EventGroupViewSet(viewsets.ModelViewSet):
         serializer = self.get_serializer(data=request.data, many=many)
         serializer.is_valid(raise_exception=True)
         names = [item["name"] for item in (serializer.validated_data if many else [serializer.validated_data])]
-        if duplicates := sorted({name for name in names if names.count(name) > 1}):
+        if duplicates := sorted(name for name, count in Counter(names).items() if count > 1):
             raise ValidationError({"name": [f"Named more than once: {', '.join(duplicates)}."]})
+        # Names taken are looked up once for the whole array (the serializer's own check was a query per
+        # group: 20,000 groups took 32 s), and again if another request takes one before the insert.
+        refuse_taken(names, many)
         try:
             with transaction.atomic():
-                serializer.save()
-                created = serializer.instance if many else [serializer.instance]
+                created = EventGroup.objects.bulk_create(EventGroup(name=name) for name in names)
                 record_history(
                     request.user, EventGroup, [(g.pk, g.name, "Created via API.") for g in created], ADDITION
                 )
         except IntegrityError:
-            # Another request took a name between the validation and the insert: name it, as validation does.
-            taken = set(EventGroup.objects.filter(name__in=names).values_list("name", flat=True))
-            errors = {str(index): {"name": [name_taken(name)]} for index, name in enumerate(names) if name in taken}
-            if not many:
-                errors = errors.get("0")
-            raise ValidationError(errors or {"name": ["Another request took one of these names; retry."]}) from None
+            refuse_taken(names, many)
+            raise ValidationError({"name": ["Another request took one of these names; retry."]}) from None
         for group in created:
             group.base_count = 0
-        return Response(serializer.data, status=status.HTTP_201_CREATED)
+        answer = self.get_serializer(created, many=True).data
+        return Response(answer if many else answer[0], status=status.HTTP_201_CREATED)
 
     def perform_update(self, serializer):
         group, old_name = serializer.instance, serializer.instance.name
