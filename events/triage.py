@@ -75,22 +75,17 @@ def _assign(cursor, wanted: dict[int, int], user, via: str) -> int:
     return _move(cursor, moves, [list(wanted), list(wanted.values())], known_groups, user, via)
 
 
-def assign_selection(bases: QuerySet, group_id: int, user, *, via: str = "admin") -> int:
-    """Move every base `bases` selects to the group, without reading their ids into Python: the admin's
-    action over a whole filtered list (100,000 bases took 13 s and 220 MB when every id and history entry
-    went through Python). In batches: see _move_in_batches."""
-    return _move_in_batches(bases, group_id, user, via)
-
-
 # Bases moved per transaction by the bulk moves. A capture of a base that is being moved waits for the
 # move's transaction; in batches it waits for one batch at most, not for a million rows (prune_events
 # works in batches for the same reason).
 MOVE_BATCH = 5_000
 
 
-def _move_in_batches(bases: QuerySet, group_id: int, user, via: str) -> int:
-    """Move the bases `bases` selects to the group, in ranges of ids of MOVE_BATCH bases, each range its own
-    transaction with its history; returns how many moved."""
+def assign_selection(bases: QuerySet, group_id: int, user, *, via: str = "admin") -> int:
+    """Move every base `bases` selects to the group without reading their ids into Python (the admin's
+    action over a whole filtered list: 100,000 bases took 13 s and 220 MB when every id and history entry
+    went through Python), in ranges of ids of MOVE_BATCH bases, each range its own transaction with its
+    history (none without a user); returns how many moved."""
     total, after = 0, 0
     while True:
         # Each range starts where the last ended, in id order, and the selection is read within it: the move
@@ -171,7 +166,7 @@ def delete_group(group: EventGroup, user, *, via: str = "API") -> int:
     if group.pk == DEFAULT_GROUP_ID:
         raise TriageInvalid({"detail": "Group 0 (default) cannot be deleted."})
     # Its bases move in batches first (no entry of history each: the deletion's entry counts them).
-    moved = _move_in_batches(EventBase.objects.filter(event_group=group), DEFAULT_GROUP_ID, None, via)
+    moved = assign_selection(EventBase.objects.filter(event_group=group), DEFAULT_GROUP_ID, None, via=via)
 
     def work(cursor) -> int:
         # Bases assigned to it since are locked first, as _assign locks its bases, then the group, as _assign
