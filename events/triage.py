@@ -27,10 +27,11 @@ class TriageInvalid(Exception):
 IDS_LISTED = 50
 
 
-def listed(ids: list[int]) -> str:
-    """The ids an error names: the first IDS_LISTED, and how many more (a 1 MB body holds ~30,000 ids)."""
-    shown = ", ".join(map(str, ids[:IDS_LISTED]))
-    return shown if len(ids) <= IDS_LISTED else f"{shown} and {len(ids) - IDS_LISTED} more"
+def listed(items: list, show=str) -> str:
+    """The ids (or names) an error names: the first IDS_LISTED, and how many more (a 1 MB body holds
+    ~30,000 ids)."""
+    shown = ", ".join(map(show, items[:IDS_LISTED]))
+    return shown if len(items) <= IDS_LISTED else f"{shown} and {len(items) - IDS_LISTED} more"
 
 
 def assign_groups(assignments: list[tuple[int, int]], user, *, via: str = "API") -> int:

@@ -34,7 +34,7 @@ from events.serializers import (
     SearchResultSerializer,
     ServiceSerializer,
 )
-from events.triage import TriageInvalid, assign_groups, delete_group, group_kept, record_history
+from events.triage import TriageInvalid, assign_groups, delete_group, group_kept, listed, record_history
 
 CaptureResultSerializer = inline_serializer(
     "CaptureResult",
@@ -207,7 +207,7 @@ class EventGroupViewSet(viewsets.ModelViewSet):
         serializer.is_valid(raise_exception=True)
         names = [item["name"] for item in (serializer.validated_data if many else [serializer.validated_data])]
         if duplicates := sorted(name for name, count in Counter(names).items() if count > 1):
-            raise ValidationError({"name": [f"Named more than once: {', '.join(duplicates)}."]})
+            raise ValidationError({"name": [f"Named more than once: {listed(duplicates, repr)}."]})
         # Names taken are looked up once for the whole array (the serializer's own check was a query per
         # group: 20,000 groups took 32 s), and again if another request takes one before the insert.
         refuse_taken(names, many)

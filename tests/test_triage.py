@@ -172,6 +172,17 @@ class TestGroups:
         assert "name" in response.content.decode()
         assert EventGroup.objects.count() == before
 
+    def test_names_given_twice_in_one_array_are_named_quoted_and_the_first_fifty_only(self, triager, groups):
+        before = EventGroup.objects.count()
+        body = [{"name": name} for name in ["a, b", "c", "a, b", "c"]]
+        answer = triager.post("/groups", body, format="json").json()
+        assert answer == {"name": ["Named more than once: 'a, b', 'c'."]}  # quoted: a name may hold a comma
+        many = [{"name": f"g{i:03}"} for i in range(120)] * 2
+        message = triager.post("/groups", many, format="json").json()["name"][0]
+        assert message.startswith("Named more than once: 'g000', 'g001', ")
+        assert message.endswith(", 'g049' and 70 more.")
+        assert EventGroup.objects.count() == before
+
     @pytest.mark.parametrize(
         ("method", "body", "got"),
         [
