@@ -11,6 +11,8 @@ from rest_framework import status
 from rest_framework.exceptions import APIException
 from rest_framework.views import exception_handler as drf_exception_handler
 
+from events.quoting import quoted
+
 logger = logging.getLogger("eventsum")
 
 RETRY_AFTER_SECONDS = "5"
@@ -100,8 +102,8 @@ def bad_request(request, exception=None):
         limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
         return JsonResponse({"detail": f"The request body is over {limit} bytes."}, status=413)
     if isinstance(exception, DisallowedHost):
-        host = request.META.get("HTTP_HOST", "")[:200]
-        return JsonResponse({"detail": f"This server does not answer to the host {host!r}."}, status=400)
+        host = request.META.get("HTTP_HOST", "")
+        return JsonResponse({"detail": f"This server does not answer to the host {quoted(host)}."}, status=400)
     return JsonResponse({"detail": "Bad request."}, status=400)
 
 

@@ -3,12 +3,14 @@
 from rest_framework import parsers
 from rest_framework.exceptions import ParseError, UnsupportedMediaType
 
+from events.quoting import quoted
+
 
 def refuse_compressed(encoding: str | None) -> None:
     """Bodies are read uncompressed: a compressed one would fail as bad UTF-8, which says nothing useful."""
     if encoding and encoding.strip().lower() != "identity":
         raise UnsupportedMediaType(
-            encoding, detail=f"Content-Encoding {encoding!r} is not supported: send the body uncompressed."
+            encoding, detail=f"Content-Encoding {quoted(encoding)} is not supported: send the body uncompressed."
         )
 
 

@@ -13,6 +13,7 @@ from rest_framework.exceptions import ValidationError
 from events.filters import EventSearchFilterSet, keyword_condition
 from events.models import Environment, EventBase, EventBaseSearch, Service, normalize_name
 from events.prepared import PreparedStatement
+from events.quoting import quoted
 from events.timeparse import EPOCH, bucket_seconds, bucket_start, format_time, to_unix_ms
 from grouping.memo import BoundedMemo
 
@@ -71,7 +72,7 @@ def _one_id(model, options, id_key: str, name_key: str) -> int | None:
         return given
     named = model.objects.filter(normalized_name=normalize_name(name)).values_list("id", flat=True).first()
     if given is not None and named != given:
-        raise ValidationError({name_key: [f"{name_key} {name!r} is not {id_key} {given}: send one of them."]})
+        raise ValidationError({name_key: [f"{name_key} {quoted(name)} is not {id_key} {given}: send one of them."]})
     return named
 
 

@@ -23,6 +23,7 @@ from psycopg2 import errors as pg_errors
 from events.models import DEFAULT_GROUP_ID, Environment, Service, normalize_name
 from events.observability import record_stored
 from events.prepared import PreparedStatement
+from events.quoting import listed, quoted
 from events.timeparse import bucket_seconds, bucket_start, parse_time
 from grouping.hashing import compact_json
 from grouping.memo import BoundedMemo
@@ -166,7 +167,7 @@ def prepare_event(payload, received_at: datetime) -> PreparedEvent:
 
     unknown = sorted(set(payload) - KNOWN_FIELDS)
     if unknown:
-        errors["non_field_errors"] = [f"Unknown fields: {', '.join(unknown)}."]
+        errors["non_field_errors"] = [f"Unknown fields: {listed(unknown, quoted)}."]
     if errors:
         raise CaptureInvalid(errors)
 
@@ -222,7 +223,7 @@ def _validate_filters(value, errors: dict) -> dict[str, list[str]]:
     filters = {}
     for stage, names in value.items():
         if stage not in STAGES:
-            problems.append(f"Unknown stage {stage!r}; use {', '.join(STAGES)}.")
+            problems.append(f"Unknown stage {quoted(stage)}; use {', '.join(STAGES)}.")
         elif names is None:
             continue
         elif not isinstance(names, list) or not all(isinstance(name, str) for name in names):
@@ -232,7 +233,8 @@ def _validate_filters(value, errors: dict) -> dict[str, list[str]]:
     unknown = unknown_filters([name for names in filters.values() for name in names])
     if unknown:
         problems.append(
-            f"Unknown filters: {', '.join(sorted(set(unknown)))}. Registered filters: {', '.join(sorted(FILTERS))}."
+            f"Unknown filters: {listed(sorted(set(unknown)), quoted)}. "
+            f"Registered filters: {', '.join(sorted(FILTERS))}."
         )
     if problems:
         errors["configurable_filters"] = problems
@@ -248,7 +250,7 @@ def _validate_groupings(value, errors: dict) -> list[str]:
     unknown = unknown_groupings(value)
     if unknown:
         errors["configurable_groupings"] = [
-            f"Unknown groupings: {', '.join(sorted(set(unknown)))}. "
+            f"Unknown groupings: {listed(sorted(set(unknown)), quoted)}. "
             f"Registered groupings: {', '.join(sorted(GROUPINGS))}."
         ]
         return []

@@ -7,6 +7,8 @@ from functools import lru_cache
 
 from django.conf import settings
 
+from events.quoting import quoted
+
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 # Python's datetimes end with the years 1 and 9999. A day's margin at each end leaves room for what is
 # computed from a time: its bucket's start (EVENTSUM_TIME_INTERVAL is at most a day) and /search's
@@ -24,7 +26,7 @@ def parse_time(value) -> datetime:
     except OverflowError:  # an offset that carries it past the year 1 or 9999
         moment = None
     if moment is None or not EARLIEST <= moment <= LATEST:
-        raise ValueError(f"{value!r} is out of range: times run from 0001-01-02 to 9999-12-30 (UTC)")
+        raise ValueError(f"{quoted(value)} is out of range: times run from 0001-01-02 to 9999-12-30 (UTC)")
     return moment
 
 
@@ -51,7 +53,7 @@ def _parse(value) -> datetime:
     except ValueError:
         hint = " (a '+' in a URL query must be sent as %2B)" if UNESCAPED_PLUS.search(text) else ""
         raise ValueError(
-            f"{value!r} is not a time: use {settings.EVENTSUM_TIME_FORMAT!r} (UTC), ISO 8601 with an offset, "
+            f"{quoted(value)} is not a time: use {settings.EVENTSUM_TIME_FORMAT!r} (UTC), ISO 8601 with an offset, "
             f"or Unix epoch seconds{hint}"
         ) from None
     if parsed.tzinfo is None:

@@ -14,6 +14,7 @@ from psycopg2 import errors as pg_errors
 
 from events.batches import in_transaction_retrying, lock_bases_sql
 from events.models import DEFAULT_GROUP_ID, EventBase, EventGroup
+from events.quoting import ITEMS_LISTED, listed
 
 RACES = (pg_errors.DeadlockDetected,)
 
@@ -22,16 +23,6 @@ class TriageInvalid(Exception):
     def __init__(self, detail: dict):
         self.detail = detail
         super().__init__(detail)
-
-
-IDS_LISTED = 50
-
-
-def listed(items: list, show=str) -> str:
-    """The ids (or names) an error names: the first IDS_LISTED, and how many more (a 1 MB body holds
-    ~30,000 ids)."""
-    shown = ", ".join(map(show, items[:IDS_LISTED]))
-    return shown if len(items) <= IDS_LISTED else f"{shown} and {len(items) - IDS_LISTED} more"
 
 
 def assign_groups(assignments: list[tuple[int, int]], user, *, via: str = "API") -> int:
@@ -43,10 +34,12 @@ def assign_groups(assignments: list[tuple[int, int]], user, *, via: str = "API")
     if conflicts := sorted((base_id, sorted(groups)) for base_id, groups in named.items() if len(groups) > 1):
         messages = [
             f"Event base {base_id} is assigned to more than one group ({', '.join(map(str, groups))}): send one."
-            for base_id, groups in conflicts[:IDS_LISTED]
+            for base_id, groups in conflicts[:ITEMS_LISTED]
         ]
-        if len(conflicts) > IDS_LISTED:
-            messages.append(f"... and {len(conflicts) - IDS_LISTED} more event bases assigned to more than one group.")
+        if len(conflicts) > ITEMS_LISTED:
+            messages.append(
+                f"... and {len(conflicts) - ITEMS_LISTED} more event bases assigned to more than one group."
+            )
         raise TriageInvalid({"event_id": messages})
     wanted = {base_id: groups.pop() for base_id, groups in named.items()}
     return in_transaction_retrying(lambda cursor: _assign(cursor, wanted, user, via), RACES)

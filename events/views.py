@@ -23,6 +23,7 @@ from events.filters import EventSearchFilterSet
 from events.models import MAX_ID, Environment, EventBase, EventGroup, Service
 from events.observability import database_answers, metrics_text
 from events.permissions import CanReadOrTriage, CanTriage
+from events.quoting import listed, quoted
 from events.schema import search_parameters
 from events.selectors import instance_detail, search_bases
 from events.serializers import (
@@ -34,7 +35,7 @@ from events.serializers import (
     SearchResultSerializer,
     ServiceSerializer,
 )
-from events.triage import TriageInvalid, assign_groups, delete_group, group_kept, listed, record_history
+from events.triage import TriageInvalid, assign_groups, delete_group, group_kept, record_history
 
 CaptureResultSerializer = inline_serializer(
     "CaptureResult",
@@ -91,7 +92,7 @@ def single_valued(params):
     if repeated := {name: values for name, values in params.lists() if len(set(values)) > 1}:
         raise ValidationError(
             {
-                name: [f"Given more than once with different values ({', '.join(map(repr, values))}): send one."]
+                name: [f"Given more than once with different values ({listed(values, quoted)}): send one."]
                 for name, values in sorted(repeated.items())
             }
         )
@@ -126,7 +127,11 @@ class DetailView(APIView):
         given, alias = params.get("event_instance_id"), params.get("event_id")
         if given and alias and given != alias:
             raise ValidationError(
-                {"event_id": [f"event_instance_id {given!r} and event_id {alias!r} disagree: send one of them."]}
+                {
+                    "event_id": [
+                        f"event_instance_id {quoted(given)} and event_id {quoted(alias)} disagree: send one of them."
+                    ]
+                }
             )
         name = "event_instance_id" if "event_instance_id" in params else "event_id"
         raw = params.get(name)
@@ -137,7 +142,7 @@ class DetailView(APIView):
             if not 1 <= instance_id <= MAX_ID:
                 raise ValueError
         except ValueError:
-            raise ValidationError({name: [f"{raw!r} is not a valid id."]}) from None
+            raise ValidationError({name: [f"{quoted(raw)} is not a valid id."]}) from None
         return Response(instance_detail(instance_id))
 
 
@@ -196,7 +201,7 @@ class EventGroupViewSet(viewsets.ModelViewSet):
         try:
             return super().get_object()
         except Http404:  # DRF's own says "No EventGroup matches the given query.", or "Not found." for "abc"
-            raise NotFound(f"No group with id {self.kwargs[self.lookup_field]!r}.") from None
+            raise NotFound(f"No group with id {quoted(self.kwargs[self.lookup_field])}.") from None
 
     @extend_schema(request=EventGroupSerializer(many=True), responses={201: EventGroupSerializer(many=True)})
     def create(self, request, *args, **kwargs):

@@ -234,8 +234,41 @@ def test_an_unknown_filter_lists_the_unknown_and_the_registered_names(client):
     response = post_json(client, "/capture", event)
     assert response.status_code == 400
     message = response.json()["configurable_filters"][0]
-    assert "Unknown filters: no_such_filter." in message
+    assert "Unknown filters: 'no_such_filter'." in message
     assert "exception_python_remove_stack_vars" in message
+
+
+@pytest.mark.parametrize(
+    ("change", "field", "expected"),
+    [
+        ({"timestamp": "x" * 500_000}, "timestamp", f"{'x' * 100!r}… (500,000 characters) is not a time"),
+        (
+            {"configurable_filters": {"instance": ["f" * 500_000]}},
+            "configurable_filters",
+            f"Unknown filters: {'f' * 100!r}… (500,000 characters). Registered filters: ",
+        ),
+        (
+            {"configurable_filters": {"s" * 500_000: []}},
+            "configurable_filters",
+            f"Unknown stage {'s' * 100!r}… (500,000 characters); use ",
+        ),
+        (
+            {f"field {n:05}": 1 for n in range(30_000)},
+            "non_field_errors",
+            "Unknown fields: 'field 00000', 'field 00001', ",
+        ),
+    ],
+)
+def test_an_error_quotes_the_start_of_a_long_value_and_the_first_fifty_of_many(client, change, field, expected):
+    # A 1 MB body can send a value of a million characters or thousands of names: the answer names them
+    # without echoing them all.
+    response = post_json(client, "/capture", {**make_event(), **change})
+    assert response.status_code == 400
+    assert len(response.content) < 2_000
+    message = response.json()[field][0]
+    assert message.startswith(expected)
+    if field == "non_field_errors":
+        assert message.endswith("'field 00049' and 29950 more.")
 
 
 def test_an_unknown_grouping_lists_the_registered_ones(client):

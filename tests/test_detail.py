@@ -68,6 +68,11 @@ def test_a_missing_or_malformed_id_is_a_400_naming_it(reader, params, field):
     assert field in response.json()
 
 
+def test_a_long_id_is_named_by_its_start_and_its_length(reader):
+    response = reader.get("/detail", {"event_id": "7" * 5_000})
+    assert response.json() == {"event_id": [f"{'7' * 100!r}… (5,000 characters) is not a valid id."]}
+
+
 @pytest.mark.parametrize(
     ("query", "message"),
     [
