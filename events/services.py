@@ -274,8 +274,9 @@ def json_type(value) -> str:
 # --- 2. services and environments ---------------------------------------------------------------------
 
 # Ids never change for a name, so each process remembers them; a stale entry (the row was deleted) shows
-# up as a foreign key violation, on which the caches are dropped and the capture retried once.
-_id_caches: dict[type, dict[str, int]] = {Service: {}, Environment: {}}
+# up as a foreign key violation, on which the caches are dropped and the capture retried once. Bounded:
+# with auto-create on, a client can name new services without end (~250 bytes each remembered).
+_id_caches: dict[type, BoundedMemo] = {Service: BoundedMemo(10_000), Environment: BoundedMemo(10_000)}
 
 
 def clear_id_caches() -> None:
@@ -287,13 +288,14 @@ def resolve_ids(model: type, names: dict[str, str], always_created: tuple[str, .
     """Map normalized names to ids, creating unknown ones; with EVENTSUM_AUTO_CREATE=false only those in
     `always_created` are, and the other unknown ones are left out."""
     cache = _id_caches[model]
-    missing = [key for key in names if key not in cache]
+    ids = {key: cache.peek(key) for key in names}
+    looked_up = missing = [key for key, id_ in ids.items() if id_ is None]
     if missing:
         table = model._meta.db_table
         with connection.cursor() as cursor:
             cursor.execute(f"SELECT normalized_name, id FROM {table} WHERE normalized_name = ANY(%s)", [missing])
-            cache.update(cursor.fetchall())
-            missing = [key for key in missing if key not in cache]
+            ids.update(cursor.fetchall())
+            missing = [key for key in missing if ids[key] is None]
             if not settings.EVENTSUM_AUTO_CREATE:
                 missing = [key for key in missing if key in always_created]
             if missing:
@@ -304,12 +306,15 @@ def resolve_ids(model: type, names: dict[str, str], always_created: tuple[str, .
                     "ON CONFLICT (normalized_name) DO NOTHING RETURNING normalized_name, id",
                     [missing, [names[key] for key in missing]],
                 )
-                cache.update(cursor.fetchall())
-                still = [key for key in missing if key not in cache]
+                ids.update(cursor.fetchall())
+                still = [key for key in missing if ids[key] is None]
                 if still:  # created concurrently by another capture: visible to this new statement
                     cursor.execute(f"SELECT normalized_name, id FROM {table} WHERE normalized_name = ANY(%s)", [still])
-                    cache.update(cursor.fetchall())
-    return {key: cache[key] for key in names if key in cache}
+                    ids.update(cursor.fetchall())
+        for key in looked_up:
+            if ids[key] is not None:
+                cache.put(key, ids[key])
+    return {key: id_ for key, id_ in ids.items() if id_ is not None}
 
 
 KNOWN_NAMES_LISTED = 50

@@ -103,6 +103,22 @@ def test_it_treats_spelling_variants_of_a_service_as_one_and_keeps_the_first_dis
     assert EventBase.objects.count() == 1
 
 
+def test_a_worker_remembers_a_bounded_number_of_service_ids_and_still_resolves_every_name(capture, monkeypatch):
+    # With auto-create on, a client can name new services without end: the ids a process remembers must
+    # not grow with them, and a name it has forgotten must still find its own row.
+    from events.services import _id_caches
+
+    memo = _id_caches[Service]
+    monkeypatch.setattr(memo, "size", 3)
+    names = [f"svc {n}" for n in range(5)]
+    for _ in range(2):
+        results = capture([make_event(service=name) for name in names])["results"]
+        assert len(memo._results) <= 3
+    assert Service.objects.count() == 5
+    by_base = dict(EventBase.objects.values_list("id", "service__name"))
+    assert [by_base[result["event_base_id"]] for result in results] == names
+
+
 def test_it_defaults_the_environment_and_normalizes_its_name(capture):
     capture(make_event(environment=None))
     capture(make_event(environment="Stage Two"))
