@@ -4,13 +4,13 @@ import re
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from django.contrib.admin.models import LogEntry
+from django.contrib.admin.models import DELETION, LogEntry
 from django.contrib.auth.models import User
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
 from events.admin_views import svg_chart
-from events.models import EventBase, EventGroup
+from events.models import Environment, EventBase, EventGroup, Service
 from events.services import capture_events
 from tests.conftest import make_event
 
@@ -217,6 +217,49 @@ def test_a_group_deletion_is_confirmed_without_reading_its_bases(staff, way):
     assert ("Group 0 (default) is kept" in page) == (way == "delete action")  # selected there too
     assert not [query["sql"] for query in queries if 'FROM "events_eventbase"' in query["sql"]]
     assert EventBase.objects.filter(event_group=group).count() == 3
+
+
+@pytest.mark.parametrize(("model", "field"), [(Service, "service"), (Environment, "environment")])
+def test_a_service_or_environment_without_bases_can_be_deleted_in_the_admin_and_a_used_one_cannot(staff, model, field):
+    # With auto-create on, a client can make up names: those with no events can go; those with events
+    # keep them, and the confirmation doesn't read their bases to say so.
+    capture_bases(2, **{field: "real"})
+    capture_events(
+        [make_event(service="junk a", environment="junk a"), make_event(service="junk b", environment="junk b")]
+    )
+    junk = model.objects.filter(normalized_name__startswith="junk").order_by("id")
+    EventBase.objects.filter(**{f"{field}__in": junk}).delete()  # as prune leaves them
+    real = model.objects.get(normalized_name="real")
+    path = f"/admin/events/{model._meta.model_name}/"
+
+    assert staff.get(f"{path}{real.pk}/delete/").status_code == 403
+    with CaptureQueriesContext(connection) as queries:
+        refused = staff.post(
+            path, {"action": "delete_selected", "_selected_action": [real.pk, *junk.values_list("pk", flat=True)]}
+        )
+    assert f"{model._meta.verbose_name.capitalize()} {real} has event bases" in refused.content.decode()
+    assert not [query["sql"] for query in queries if 'SELECT "events_eventbase"."id"' in query["sql"]]
+
+    first, second = junk
+    assert staff.post(f"{path}{first.pk}/delete/", {"post": "yes"}).status_code == 302
+    chosen = {"action": "delete_selected", "_selected_action": [second.pk], "post": "yes"}
+    assert staff.post(path, chosen).status_code == 302
+    assert list(model.objects.values_list("normalized_name", flat=True)) == ["real"]
+    assert EventBase.objects.filter(**{field: real}).count() == 2
+    assert LogEntry.objects.filter(action_flag=DELETION, object_id__in=[first.pk, second.pk]).count() == 2
+
+
+@pytest.mark.django_db(transaction=True)  # the foreign key is checked at commit, as in production
+@pytest.mark.parametrize(("model", "field"), [(Service, "service"), (Environment, "environment")])
+def test_a_name_deleted_in_the_admin_is_made_anew_by_a_process_that_remembered_its_id(staff, model, field):
+    capture_events([make_event(**{field: "gone"})])  # this process now remembers the name's id
+    EventBase.objects.all().delete()
+    old = model.objects.get(normalized_name="gone")
+    assert staff.post(f"/admin/events/{model._meta.model_name}/{old.pk}/delete/", {"post": "yes"}).status_code == 302
+    result = capture_events([make_event(**{field: "gone"})])[0]
+    new = model.objects.get(normalized_name="gone")
+    assert new.pk != old.pk
+    assert getattr(EventBase.objects.get(id=result.event_base_id), f"{field}_id") == new.pk
 
 
 def test_a_group_is_created_and_renamed_in_the_admin_but_a_deleted_one_is_not_saved_again(staff, monkeypatch):
