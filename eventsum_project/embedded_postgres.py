@@ -12,6 +12,8 @@ import sys
 import warnings
 from pathlib import Path
 
+from django.core.exceptions import ImproperlyConfigured
+
 from eventsum_project.env import env_str
 
 DATABASE_NAME = "eventsum"
@@ -23,7 +25,12 @@ def configured_data_dir() -> Path:
 
 
 def embedded_database_settings(data_dir: Path) -> dict:
-    data_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        data_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as error:  # a file there, a read-only or missing mount: not a traceback from pathlib
+        raise ImproperlyConfigured(
+            f"EVENTSUM_DATA_DIR={str(data_dir)!r} can't hold the embedded PostgreSQL's data: {error.strerror}."
+        ) from None
     server = _pgserver().get_server(data_dir / "postgres", cleanup_mode=None)
     info = server.get_postmaster_info()
     _ensure_database(str(info.socket_dir), info.port)

@@ -168,12 +168,16 @@ def test_json_log_lines_carry_the_request_fields():
         ("EVENTSUM_TIME_FORMAT", "%y-%m-%d %H:%M:%S"),  # 1968 would read back as 2068
         ("EVENTSUM_PRODUCTION", "true"),  # without SECRET_KEY
         ("EVENTSUM_INGEST_KEYS", " , "),  # set, but no key: /capture must not be left open
+        ("EVENTSUM_DATA_DIR", "/proc/eventsum"),  # can't be made
+        ("EVENTSUM_DATA_DIR", "/etc/hostname/eventsum"),  # under a file
         ("DATABASE_URL", "nonsense"),
         ("DATABASE_URL", "postgres://user:secret@host:port/db"),
     ],
 )
 def test_a_bad_setting_refuses_to_start_naming_the_variable(variable, value):
     env = {k: v for k, v in os.environ.items() if k != "SECRET_KEY"}
+    if variable == "EVENTSUM_DATA_DIR":
+        env.pop("DATABASE_URL", None)  # the data folder is the embedded PostgreSQL's
     env[variable] = value
     result = subprocess.run(
         [sys.executable, "manage.py", "check"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
