@@ -212,7 +212,7 @@ class EventGroupViewSet(viewsets.ModelViewSet):
         serializer.is_valid(raise_exception=True)
         names = [item["name"] for item in (serializer.validated_data if many else [serializer.validated_data])]
         if duplicates := sorted(name for name, count in Counter(names).items() if count > 1):
-            raise ValidationError({"name": [f"Named more than once: {listed(duplicates, repr)}."]})
+            raise ValidationError({"name": [f"Named more than once: {listed(duplicates, quoted)}."]})
         # Names taken are looked up once for the whole array (the serializer's own check was a query per
         # group: 20,000 groups took 32 s), and again if another request takes one before the insert.
         refuse_taken(names, many)
