@@ -6,7 +6,6 @@ from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin.models import ADDITION
 from django.db import IntegrityError, transaction
-from django.db.models import Exists, OuterRef
 from django.db.models.expressions import RawSQL
 from django.forms.models import BaseInlineFormSet
 from django.http import HttpResponseRedirect
@@ -27,7 +26,7 @@ from events.admin_views import (
 )
 from events.filters import HASH_PATTERN, keyword_condition
 from events.models import DEFAULT_GROUP_ID, Environment, EventBase, EventGroup, EventInstance, Service
-from events.services import sanitize
+from events.services import delete_unused, sanitize, with_bases
 from events.timeparse import format_time
 from events.triage import TriageInvalid, assign_groups, assign_selection, delete_group, group_kept, record_history
 
@@ -406,36 +405,25 @@ class NamedEntityAdmin(BaseCountAdmin):
     readonly_fields = ["normalized_name", "created_at"]
 
     def has_delete_permission(self, request, obj=None):
-        # One that has event bases keeps them (they hold it, PROTECT): only an unused one goes, such as a
-        # name a client made up. A capture naming it again makes it anew, unless auto-create is off.
-        if obj is not None and self._used([obj.pk]):
+        # Only one with no event bases goes (events.services.delete_unused), such as a name a client made up.
+        if obj is not None and with_bases(self.model, [obj.pk]):
             return False
         return super().has_delete_permission(request, obj)
-
-    def _used(self, ids) -> set[int]:
-        """Those of `ids` that have event bases: one index probe each."""
-        holds = EventBase.objects.filter(**{self.base_column: OuterRef("pk")})
-        return set(self.model.objects.filter(Exists(holds), pk__in=ids).values_list("pk", flat=True))
 
     def get_deleted_objects(self, objs, request):
         # Django's collector would read every base of a used one, whole, to list it as protected.
         by_id = {obj.pk: obj for obj in objs}
-        used = self._used(list(by_id))
+        used = with_bases(self.model, list(by_id))
         verbose_name = self.model._meta.verbose_name
         protected = [f"{verbose_name.capitalize()} {by_id[pk]} has event bases" for pk in sorted(used)]
         unused = [obj for pk, obj in by_id.items() if pk not in used]
         return [f"{verbose_name.capitalize()}: {obj}" for obj in unused], {verbose_name: len(unused)}, set(), protected
 
     def delete_model(self, request, obj):
-        self.delete_queryset(request, self.model.objects.filter(pk=obj.pk))
+        delete_unused(self.model, [obj.pk])
 
     def delete_queryset(self, request, queryset):
-        with transaction.atomic():
-            # Locked first: a capture adding a base under one of them waits until this ends, and one that
-            # added a base before is seen by the check. Those that have bases by then are kept.
-            chosen = self.model.objects.filter(pk__in=queryset.values("pk")).order_by("pk").select_for_update()
-            ids = list(chosen.values_list("pk", flat=True))
-            self.model.objects.filter(pk__in=set(ids) - self._used(ids)).delete()
+        delete_unused(self.model, queryset.values("pk"))
 
 
 @admin.register(Service)

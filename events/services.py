@@ -18,9 +18,10 @@ from datetime import UTC, datetime, timedelta
 import orjson
 from django.conf import settings
 from django.db import DatabaseError, IntegrityError, connection, transaction
+from django.db.models import Exists, OuterRef
 from psycopg2 import errors as pg_errors
 
-from events.models import DEFAULT_GROUP_ID, Environment, Service, normalize_name
+from events.models import DEFAULT_GROUP_ID, Environment, EventBase, Service, normalize_name
 from events.observability import record_stored
 from events.prepared import PreparedStatement
 from events.quoting import listed, quoted
@@ -315,6 +316,28 @@ def resolve_ids(model: type, names: dict[str, str], always_created: tuple[str, .
             if ids[key] is not None:
                 cache.put(key, ids[key])
     return {key: id_ for key, id_ in ids.items() if id_ is not None}
+
+
+# Which column of a base holds each.
+BASE_COLUMNS_OF = {Service: "service_id", Environment: "environment_id"}
+
+
+def with_bases(model: type, ids) -> set[int]:
+    """Those of the services (or environments) `ids` that have event bases: one index probe each."""
+    holds = EventBase.objects.filter(**{BASE_COLUMNS_OF[model]: OuterRef("pk")})
+    return set(model.objects.filter(Exists(holds), pk__in=ids).values_list("pk", flat=True))
+
+
+def delete_unused(model: type, ids) -> int:
+    """Deletes those of the services (or environments) `ids` that have no event bases; returns how many.
+    One that has bases keeps them and is kept (they hold it, PROTECT). A capture naming a deleted one
+    makes it anew, unless EVENTSUM_AUTO_CREATE is off."""
+    with transaction.atomic():
+        # Locked first: a capture adding a base under one of them waits until this ends, and one that
+        # added a base before is seen by the check.
+        locked = list(model.objects.filter(pk__in=ids).order_by("pk").select_for_update().values_list("pk", flat=True))
+        deleted, _ = model.objects.filter(pk__in=set(locked) - with_bases(model, locked)).delete()
+    return deleted
 
 
 KNOWN_NAMES_LISTED = 50
