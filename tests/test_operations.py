@@ -169,7 +169,7 @@ def test_json_log_lines_carry_the_request_fields():
         ("EVENTSUM_PRODUCTION", "true"),  # without SECRET_KEY
         ("EVENTSUM_INGEST_KEYS", " , "),  # set, but no key: /capture must not be left open
         ("EVENTSUM_DATA_DIR", "/proc/eventsum"),  # can't be made
-        ("EVENTSUM_DATA_DIR", "/etc/hostname/eventsum"),  # under a file
+        ("EVENTSUM_DATA_DIR", f"{__file__}/eventsum"),  # under a file
         ("DATABASE_URL", "nonsense"),
         ("DATABASE_URL", "postgres://user:secret@host:port/db"),
     ],
