@@ -336,8 +336,8 @@ def delete_unused(model: type, ids) -> int:
         # Locked first: a capture adding a base under one of them waits until this ends, and one that
         # added a base before is seen by the check.
         locked = list(model.objects.filter(pk__in=ids).order_by("pk").select_for_update().values_list("pk", flat=True))
-        deleted, _ = model.objects.filter(pk__in=set(locked) - with_bases(model, locked)).delete()
-    return deleted
+        _, deleted = model.objects.filter(pk__in=set(locked) - with_bases(model, locked)).delete()
+    return deleted.get(model._meta.label, 0)  # not the rate windows that went with them
 
 
 KNOWN_NAMES_LISTED = 50

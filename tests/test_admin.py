@@ -10,8 +10,8 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
 from events.admin_views import svg_chart
-from events.models import Environment, EventBase, EventGroup, Service
-from events.services import capture_events
+from events.models import Environment, EventBase, EventGroup, RateWindow, Service
+from events.services import capture_events, delete_unused
 from tests.conftest import make_event
 
 pytestmark = pytest.mark.django_db
@@ -247,6 +247,16 @@ def test_a_service_or_environment_without_bases_can_be_deleted_in_the_admin_and_
     assert list(model.objects.values_list("normalized_name", flat=True)) == ["real"]
     assert EventBase.objects.filter(**{field: real}).count() == 2
     assert LogEntry.objects.filter(action_flag=DELETION, object_id__in=[first.pk, second.pk]).count() == 2
+
+
+def test_deleting_unused_names_counts_the_names_not_the_rate_windows_that_go_with_them(settings):
+    settings.EVENTSUM_RATE_LIMIT = 1_000
+    capture_events([make_event(service="a"), make_event(service="b"), make_event(service="c")])
+    EventBase.objects.exclude(service__normalized_name="c").delete()
+    assert RateWindow.objects.count() == 3
+    assert delete_unused(Service, Service.objects.values("pk")) == 2
+    assert list(Service.objects.values_list("normalized_name", flat=True)) == ["c"]
+    assert RateWindow.objects.count() == 1
 
 
 @pytest.mark.django_db(transaction=True)  # the foreign key is checked at commit, as in production
