@@ -54,7 +54,10 @@ def database_trouble(error: Exception) -> APIException | None:
     from events.observability import DATABASE_ERRORS
 
     DATABASE_ERRORS.labels(kind).inc()
-    logger.warning("database %s: %s", kind.replace("_", "-"), type(error).__name__)
+    # The database's own first line says why (refused connection, disk full, timeout): what an operator
+    # needs, and never a password (libpq does not write it) nor event data (not in these errors).
+    reason = str(error).strip().partition("\n")[0][:300]
+    logger.warning("database %s: %s: %s", kind.replace("_", "-"), type(error).__name__, reason)
     return trouble
 
 

@@ -50,6 +50,21 @@ def test_health_is_503_when_the_database_does_not_answer(anonymous, monkeypatch)
     assert response.json()["status"] == "unavailable"
 
 
+def test_a_database_outage_is_logged_with_the_databases_own_reason(caplog):
+    from django.db.utils import OperationalError
+
+    from events.errors import database_trouble
+
+    full = OperationalError(
+        'could not extend file "base/16384/16397": No space left on device\nHINT:  Check free disk space.'
+    )
+    with caplog.at_level(logging.WARNING, logger="eventsum"):
+        assert database_trouble(full).status_code == 503
+    assert caplog.messages == [
+        'database unavailable: OperationalError: could not extend file "base/16384/16397": No space left on device'
+    ]
+
+
 @pytest.mark.django_db(transaction=True)
 def test_a_reused_connection_the_server_dropped_is_replaced_before_the_next_query():
     import time
