@@ -25,7 +25,7 @@ from events.admin_views import (
     svg_chart,
 )
 from events.filters import HASH_PATTERN, keyword_condition
-from events.models import DEFAULT_GROUP_ID, Environment, EventBase, EventGroup, EventInstance, Service
+from events.models import DEFAULT_GROUP_ID, Environment, EventBase, EventGroup, EventInstance, Service, normalize_name
 from events.services import delete_unused, sanitize, with_bases
 from events.timeparse import format_time
 from events.triage import TriageInvalid, assign_groups, assign_selection, delete_group, group_kept, record_history
@@ -398,7 +398,28 @@ class EventGroupAdmin(BaseCountAdmin):
         return None  # delete_group recorded it, with how many bases moved
 
 
+class NamedEntityForm(forms.ModelForm):
+    """A service's or environment's identity is its normalized name, which captures name it by (and each
+    web process remembers the id of): the admin adds a new one, or changes how one is written, never
+    makes one stand for another name."""
+
+    def clean_name(self):
+        name = self.cleaned_data["name"]
+        key, model = normalize_name(name), self._meta.model
+        kind = model._meta.verbose_name
+        known = self.instance.normalized_name if self.instance.pk is not None else None
+        if known is not None and key != known:
+            raise forms.ValidationError(
+                f"Captures name this {kind} {known!r}; {name!r} would be another {kind} ({key!r}). "
+                "Change only its case, spaces or hyphens."
+            )
+        if known is None and (taken := model.objects.filter(normalized_name=key).first()):
+            raise forms.ValidationError(f"The {kind} {taken.name!r} already has this name ({key!r}).")
+        return name
+
+
 class NamedEntityAdmin(BaseCountAdmin):
+    form = NamedEntityForm
     list_display = ["id", "name", "normalized_name", "bases", "created_at"]
     list_display_links = ["name"]
     search_fields = ["name", "normalized_name"]

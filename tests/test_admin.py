@@ -249,6 +249,33 @@ def test_a_service_or_environment_without_bases_can_be_deleted_in_the_admin_and_
     assert LogEntry.objects.filter(action_flag=DELETION, object_id__in=[first.pk, second.pk]).count() == 2
 
 
+@pytest.mark.parametrize("model", [Service, Environment])
+def test_a_service_or_environment_is_added_in_the_admin_and_only_respelled_never_made_another(staff, model):
+    # With auto-create off, the admin is where services are added. A name another one already normalizes
+    # to was a 500 (the unique normalized name); a rename to another identity would leave captures, and
+    # the ids web processes remember, pointing at the old one.
+    path = f"/admin/events/{model._meta.model_name}/"
+    assert staff.post(f"{path}add/", {"name": "Checkout API"}).status_code == 302
+    added = model.objects.get()
+    assert (added.name, added.normalized_name) == ("Checkout API", "checkout_api")
+
+    kind = model._meta.verbose_name
+    taken = staff.post(f"{path}add/", {"name": "checkout-api"})
+    assert taken.status_code == 200
+    assert (
+        f"The {kind} &#x27;Checkout API&#x27; already has this name (&#x27;checkout_api&#x27;)."
+        in taken.content.decode()
+    )
+    renamed = staff.post(f"{path}{added.pk}/change/", {"name": "Orders"})
+    assert renamed.status_code == 200
+    assert (
+        f"Captures name this {kind} &#x27;checkout_api&#x27;; &#x27;Orders&#x27; would be another"
+        in renamed.content.decode()
+    )
+    assert staff.post(f"{path}{added.pk}/change/", {"name": "CHECKOUT-API"}).status_code == 302
+    assert list(model.objects.values_list("name", "normalized_name")) == [("CHECKOUT-API", "checkout_api")]
+
+
 def test_deleting_unused_names_counts_the_names_not_the_rate_windows_that_go_with_them(settings):
     settings.EVENTSUM_RATE_LIMIT = 1_000
     capture_events([make_event(service="a"), make_event(service="b"), make_event(service="c")])
