@@ -26,7 +26,7 @@ from events.admin_views import (
 )
 from events.filters import HASH_PATTERN, keyword_condition
 from events.models import DEFAULT_GROUP_ID, Environment, EventBase, EventGroup, EventInstance, Service, normalize_name
-from events.services import delete_unused, sanitize, with_bases
+from events.services import BASE_COLUMNS_OF, delete_unused, sanitize, with_bases
 from events.timeparse import format_time
 from events.triage import TriageInvalid, assign_groups, assign_selection, delete_group, group_kept, record_history
 
@@ -450,10 +450,10 @@ class NamedEntityAdmin(BaseCountAdmin):
 @admin.register(Service)
 class ServiceAdmin(NamedEntityAdmin):
     filter_parameter = "service__id__exact"
-    base_column = "service_id"
+    base_column = BASE_COLUMNS_OF[Service]
 
 
 @admin.register(Environment)
 class EnvironmentAdmin(NamedEntityAdmin):
     filter_parameter = "environment__id__exact"
-    base_column = "environment_id"
+    base_column = BASE_COLUMNS_OF[Environment]

@@ -24,7 +24,7 @@ from psycopg2 import errors as pg_errors
 from events.models import DEFAULT_GROUP_ID, Environment, EventBase, Service, normalize_name
 from events.observability import record_stored
 from events.prepared import PreparedStatement
-from events.quoting import listed, quoted
+from events.quoting import ITEMS_LISTED, listed, quoted
 from events.timeparse import bucket_seconds, bucket_start, parse_time
 from grouping.hashing import compact_json
 from grouping.memo import BoundedMemo
@@ -340,16 +340,13 @@ def delete_unused(model: type, ids) -> int:
     return deleted.get(model._meta.label, 0)  # not the rate windows that went with them
 
 
-KNOWN_NAMES_LISTED = 50
-
-
 def unknown_names(events: list[PreparedEvent], service_ids: dict, environment_ids: dict) -> dict:
     """EVENTSUM_AUTO_CREATE=false: the error naming each event's unknown service or environment, per index
-    in an array, with the known names (the first KNOWN_NAMES_LISTED of them)."""
+    in an array, with the known names (the first ITEMS_LISTED of them)."""
     known = {}
     for field_name, model in (("service", Service), ("environment", Environment)):
-        names = list(model.objects.order_by("normalized_name").values_list("name", flat=True)[: KNOWN_NAMES_LISTED + 1])
-        if len(names) > KNOWN_NAMES_LISTED:
+        names = list(model.objects.order_by("normalized_name").values_list("name", flat=True)[: ITEMS_LISTED + 1])
+        if len(names) > ITEMS_LISTED:
             names[-1] = f"... (GET /{field_name}s lists all {model.objects.count()})"
         known[field_name] = ", ".join(names) or "none"
     errors = {}

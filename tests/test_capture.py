@@ -177,7 +177,7 @@ def test_an_array_naming_unknown_names_when_auto_create_is_off_gets_them_per_ind
 
 
 def test_the_known_names_listed_are_capped(client, settings):
-    from events.services import KNOWN_NAMES_LISTED
+    from events.quoting import ITEMS_LISTED as KNOWN_NAMES_LISTED
 
     Service.objects.bulk_create(Service(name=f"svc {n:03}", normalized_name=f"svc_{n:03}") for n in range(60))
     settings.EVENTSUM_AUTO_CREATE = False
