@@ -118,7 +118,7 @@ def prepare_event(payload, received_at: datetime) -> PreparedEvent:
     def required_text(name: str, max_length: int) -> str:
         value = payload.get(name)
         if value is None:
-            errors[name] = ["This field is required."]
+            errors[name] = [_absent(payload, name)]
         elif not isinstance(value, str):
             errors[name] = [f"Expected a string, got {json_type(value)}."]
         elif not value.strip():
@@ -143,7 +143,7 @@ def prepare_event(payload, received_at: datetime) -> PreparedEvent:
 
     event_data = payload.get("event_data")
     if event_data is None:
-        errors["event_data"] = ["This field is required."]
+        errors["event_data"] = [_absent(payload, "event_data")]
     elif not isinstance(event_data, dict):
         errors["event_data"] = [f"Expected an object with message and raw_data, got {json_type(event_data)}."]
 
@@ -210,6 +210,11 @@ def prepare_event(payload, received_at: datetime) -> PreparedEvent:
         filters_json=compact_json(filters),
         counters=counters,
     )
+
+
+def _absent(payload: dict, name: str) -> str:
+    """DRF's words for a required field left out, or sent as null."""
+    return "This field may not be null." if name in payload else "This field is required."
 
 
 def _validate_filters(value, errors: dict) -> dict[str, list[str]]:

@@ -212,13 +212,13 @@ def test_an_array_with_one_bad_item_stores_nothing_and_names_the_index(client):
 @pytest.mark.parametrize(
     ("change", "field", "words"),
     [
-        ({"service": None}, "service", "required"),
+        ({"service": None}, "service", "may not be null"),
         ({"service": "   "}, "service", "blank"),
         ({"service": ["a"]}, "service", "string"),
         ({"event_name": ""}, "event_name", "blank"),
         ({"event_type": 3}, "event_type", "string"),
         ({"event_data": "text"}, "event_data", "object"),
-        ({"event_data": None}, "event_data", "required"),
+        ({"event_data": None}, "event_data", "may not be null"),
         ({"extra_args": [1]}, "extra_args", "object"),
         ({"environment": 12}, "environment", "string"),
         ({"timestamp": "yesterday"}, "timestamp", "'yesterday'"),
@@ -243,6 +243,15 @@ def test_it_answers_400_naming_the_bad_field(client, change, field, words):
     assert list(errors) == [field], errors
     assert words in " ".join(errors[field])
     assert not EventBase.objects.exists()
+
+
+@pytest.mark.parametrize("field", ["service", "event_name", "event_type", "event_data"])
+def test_a_required_field_left_out_is_named_as_required(client, field):
+    event = make_event()
+    del event[field]
+    response = post_json(client, "/capture", event)
+    assert response.status_code == 400
+    assert response.json() == {field: ["This field is required."]}
 
 
 def test_an_unknown_filter_lists_the_unknown_and_the_registered_names(client):
