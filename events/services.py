@@ -518,10 +518,11 @@ STORED_PROCESSED_DATA_OF_INPUT = STORED_PROCESSED_DATA.format(
 )
 STORED_GENERIC_DATA_OF_INPUT = STORED_GENERIC_DATA.format(identity="instance_bases.base_id, instance_bases.hash")
 
-# Each input table arrives as one JSON array of row objects (_upsert_rows), which jsonb_to_recordset reads:
+# Each input table arrives as one JSON array of row objects (_upsert_rows), which json(b)_to_recordset reads:
 # psycopg2 quotes one string per table instead of an ARRAY[...] of a literal per value (~1,500 for an
 # array of 100 events, 4.5-4.9 ms of its ~20 ms of Python), and the rows' JSON columns go in as they were
-# serialized, for PostgreSQL to parse once.
+# serialized, for PostgreSQL to parse once. The instances' table is read as json: its raw data and details
+# go into json columns (JSONTextField) as the text they are, never built into jsonb.
 INPUT_TABLES = """
 base_input AS (
     SELECT * FROM jsonb_to_recordset(%(base_rows)s::jsonb) AS t(
@@ -529,9 +530,9 @@ base_input AS (
         message text, static_text text, message_text text, trigrams text, search_id bigint, first_seen timestamptz,
         last_seen timestamptz, total bigint)
 ), instance_input AS (
-    SELECT * FROM jsonb_to_recordset(%(instance_rows)s::jsonb) AS t(
-        idx int, base_idx int, hash text, generic_data jsonb, filters jsonb, raw_data jsonb, raw_details jsonb,
-        processed_details jsonb, message text, first_seen timestamptz, last_seen timestamptz, total bigint,
+    SELECT * FROM json_to_recordset(%(instance_rows)s::json) AS t(
+        idx int, base_idx int, hash text, generic_data jsonb, filters jsonb, raw_data json, raw_details json,
+        processed_details json, message text, first_seen timestamptz, last_seen timestamptz, total bigint,
         has_counters boolean)
 ), bucket_input AS (
     SELECT * FROM jsonb_to_recordset(%(bucket_rows)s::jsonb) AS t(

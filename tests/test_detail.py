@@ -42,6 +42,19 @@ def test_detail_returns_the_instance_its_latest_raw_data_and_its_base(reader, ca
     assert "message" not in detail["generic_data"]
 
 
+def test_the_raw_data_and_details_come_back_as_sent_key_order_included(reader, capture):
+    # Stored as json, the text as sent (events.models.JSONTextField); jsonb would sort the keys (shortest first).
+    event = make_event(extra_args={"zeta": 1, "alpha": {"yy": 2, "b": 3}})
+    event["event_data"] = {"raw_data": {"zz_frames_last": [], "frames": []}, "message": "order"}
+    instance_id = capture(event)["event_instance_id"]
+
+    body = reader.get("/detail", {"event_id": instance_id}).content.decode()
+
+    assert '"raw_data":{"raw_data":{"zz_frames_last":[],"frames":[]},"message":"order"}' in body
+    assert '"raw_details":{"zeta":1,"alpha":{"yy":2,"b":3}}' in body
+    assert EventInstance.objects.get().raw_details == {"zeta": 1, "alpha": {"yy": 2, "b": 3}}  # read by the ORM
+
+
 def test_event_id_is_an_alias_and_the_slash_is_optional(reader, capture):
     instance_id = capture(make_event())["event_instance_id"]
     assert reader.get(f"/detail/?event_id={instance_id}").json()["event_instance_id"] == instance_id

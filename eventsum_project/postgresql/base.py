@@ -20,11 +20,19 @@ only costs a reconnect.
 import select
 
 import psycopg2
+import psycopg2.extras
 from django.conf import settings
 from django.db.backends.postgresql import base
 
 
 class DatabaseWrapper(base.DatabaseWrapper):
+    def get_new_connection(self, conn_params):
+        connection = super().get_new_connection(conn_params)
+        # `json` columns (events.models.JSONTextField) come back as text for the field to parse, as Django
+        # has psycopg2 do for jsonb; psycopg2 would otherwise parse them first.
+        psycopg2.extras.register_default_json(conn_or_curs=connection, loads=lambda text: text)
+        return connection
+
     def init_connection_state(self):
         super().init_connection_state()
         statements = "SET jit = off"
