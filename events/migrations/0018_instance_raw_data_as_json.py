@@ -1,3 +1,5 @@
+from importlib import import_module
+
 from django.db import migrations
 
 import events.models
@@ -7,20 +9,13 @@ import events.models
 # holds the table's lock while it runs, and captures wait: 13.4 s for the bench's 104,000 instances
 # (~4.7 KB of raw data each, 487 MB, 423 MB after) on its 2-core machine. docs/operations.md, "Upgrades".
 COLUMNS = ("raw_data", "raw_details", "processed_details")
+# A change of type resets a column's compression to the default: 0016's lz4, where the server has it, again.
+set_compression = import_module("events.migrations.0016_lz4_json")._set_compression
 
 
 def _alter(type_name: str) -> str:
-    """The columns to `type_name`, then back to lz4 where the server has it: a change of type resets a
-    column's compression to the default (0016_lz4_json set it)."""
     changes = ", ".join(f"ALTER COLUMN {column} TYPE {type_name} USING {column}::{type_name}" for column in COLUMNS)
-    compression = ", ".join(f"ALTER COLUMN {column} SET COMPRESSION lz4" for column in COLUMNS)
-    return f"""
-ALTER TABLE events_eventinstance {changes};
-DO $$ BEGIN
-    IF EXISTS (SELECT FROM pg_settings WHERE name = 'default_toast_compression' AND 'lz4' = ANY(enumvals)) THEN
-        ALTER TABLE events_eventinstance {compression};
-    END IF;
-END $$;"""
+    return f"ALTER TABLE events_eventinstance {changes}; {set_compression('lz4')}"
 
 
 class Migration(migrations.Migration):
