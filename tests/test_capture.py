@@ -177,7 +177,7 @@ def test_an_array_naming_unknown_names_when_auto_create_is_off_gets_them_per_ind
 
 
 def test_the_known_names_listed_are_capped(client, settings):
-    from events.quoting import ITEMS_LISTED as KNOWN_NAMES_LISTED
+    from events.quoting import ITEMS_LISTED
 
     Service.objects.bulk_create(Service(name=f"svc {n:03}", normalized_name=f"svc_{n:03}") for n in range(60))
     settings.EVENTSUM_AUTO_CREATE = False
@@ -185,7 +185,7 @@ def test_the_known_names_listed_are_capped(client, settings):
     message = post_json(client, "/capture", make_event(service="Other")).json()["service"][0]
 
     listed = message.split("known: ")[1].split(", ")
-    assert listed[:KNOWN_NAMES_LISTED] == [f"svc {n:03}" for n in range(KNOWN_NAMES_LISTED)]
+    assert listed[:ITEMS_LISTED] == [f"svc {n:03}" for n in range(ITEMS_LISTED)]
     assert listed[-1] == "... (GET /services lists all 60). EVENTSUM_AUTO_CREATE is off."
 
 
