@@ -520,20 +520,28 @@ STORED_GENERIC_DATA_OF_INPUT = STORED_GENERIC_DATA.format(identity="instance_bas
 
 # Each input table arrives as one JSON array of row objects (_upsert_rows), which json(b)_to_recordset reads:
 # psycopg2 quotes one string per table instead of an ARRAY[...] of a literal per value (~1,500 for an
-# array of 100 events, 4.5-4.9 ms of its ~20 ms of Python), and the rows' JSON columns go in as they were
-# serialized, for PostgreSQL to parse once. The instances' table is read as json: its raw data and details
-# go into json columns (JSONTextField) as the text they are, never built into jsonb.
+# array of 100 events, 4.5-4.9 ms of its ~20 ms of Python). The large JSON columns (a base's processed
+# data, an instance's generic and raw data and details) go beside their table instead, as one array per
+# column in the rows' order, zipped back by ROWS FROM: PostgreSQL then reads each value once, into its
+# column, where walking them inside the rows' document cost it more. Raw data and details go into json
+# columns (JSONTextField) as the text they are, never built into jsonb.
 INPUT_TABLES = """
 base_input AS (
-    SELECT * FROM jsonb_to_recordset(%(base_rows)s::jsonb) AS t(
-        idx int, service_id bigint, environment_id bigint, event_type text, event_name text, hash text, data jsonb,
-        message text, static_text text, message_text text, trigrams text, search_id bigint, first_seen timestamptz,
-        last_seen timestamptz, total bigint)
+    SELECT * FROM ROWS FROM (
+        unnest(%(processed_data)s::jsonb[]),
+        jsonb_to_recordset(%(base_rows)s::jsonb) AS (
+            idx int, service_id bigint, environment_id bigint, event_type text, event_name text, hash text,
+            message text, static_text text, message_text text, trigrams text, search_id bigint,
+            first_seen timestamptz, last_seen timestamptz, total bigint)
+    ) AS t(data)
 ), instance_input AS (
-    SELECT * FROM json_to_recordset(%(instance_rows)s::json) AS t(
-        idx int, base_idx int, hash text, generic_data jsonb, filters jsonb, raw_data json, raw_details json,
-        processed_details json, message text, first_seen timestamptz, last_seen timestamptz, total bigint,
-        has_counters boolean)
+    SELECT * FROM ROWS FROM (
+        unnest(%(generic_data)s::jsonb[]), unnest(%(raw_data)s::json[]), unnest(%(raw_details)s::json[]),
+        unnest(%(processed_details)s::json[]),
+        json_to_recordset(%(instance_rows)s::json) AS (
+            idx int, base_idx int, hash text, filters jsonb, message text, first_seen timestamptz,
+            last_seen timestamptz, total bigint, has_counters boolean)
+    ) AS t(generic_data, raw_data, raw_details, processed_details)
 ), bucket_input AS (
     SELECT * FROM jsonb_to_recordset(%(bucket_rows)s::jsonb) AS t(
         instance_idx int, bucket_start timestamptz, count bigint, last_seen timestamptz, counters jsonb)
@@ -671,11 +679,12 @@ def forget_stored_rows() -> None:
     _written_searches.clear()
 
 
-def _upsert_rows(bases: dict[tuple, _BaseRow], *, omit_stored: bool) -> tuple[dict, list[tuple]]:
-    """The statement's input tables, row by row (INPUT_TABLES), and each instance's (base key, hash). JSON
-    already serialized goes in as it is (orjson.Fragment). With omit_stored, the processed and generic data
-    of rows this process has written are left out (null)."""
+def _upsert_rows(bases: dict[tuple, _BaseRow], *, omit_stored: bool) -> tuple[dict, dict, list[tuple]]:
+    """The statement's input tables, row by row, and their large JSON columns, a list each in the rows' order
+    (INPUT_TABLES); and each instance's (base key, hash). JSON already serialized goes in as it is. With
+    omit_stored, the processed and generic data of rows this process has written are left out (null)."""
     base_rows, instance_rows, bucket_rows, instance_keys = [], [], [], []
+    columns = {name: [] for name in ("processed_data", "generic_data", "raw_data", "raw_details", "processed_details")}
     stored = _stored_rows.peek if omit_stored else lambda key: None
     searched = _written_searches.peek if omit_stored else lambda key: None
     for base_idx, key in enumerate(sorted(bases)):
@@ -698,7 +707,6 @@ def _upsert_rows(bases: dict[tuple, _BaseRow], *, omit_stored: bool) -> tuple[di
             "event_type": event.event_type,
             "event_name": event.event_name,
             "hash": event.processed_data_hash,
-            "data": None if stored(hash(key)) else orjson.Fragment(event.processed_data_json),
             "message": base.message,
             "static_text": static_text,
             "message_text": message_text,
@@ -709,6 +717,7 @@ def _upsert_rows(bases: dict[tuple, _BaseRow], *, omit_stored: bool) -> tuple[di
             "total": 0,
         }
         base_rows.append(base_row)
+        columns["processed_data"].append(None if stored(hash(key)) else event.processed_data_json)
         for generic_hash in sorted(base.instances):
             instance = base.instances[generic_hash]
             latest = instance.event
@@ -733,13 +742,7 @@ def _upsert_rows(bases: dict[tuple, _BaseRow], *, omit_stored: bool) -> tuple[di
                     "idx": instance_idx,
                     "base_idx": base_idx,
                     "hash": generic_hash,
-                    "generic_data": (
-                        None if stored(hash((key, generic_hash))) else orjson.Fragment(latest.generic_data_json)
-                    ),
                     "filters": orjson.Fragment(latest.filters_json),
-                    "raw_data": orjson.Fragment(latest.raw_data_json),
-                    "raw_details": orjson.Fragment(latest.raw_details_json),
-                    "processed_details": orjson.Fragment(latest.processed_details_json),
                     "message": latest.message,
                     "first_seen": instance.first_seen,
                     "last_seen": instance.last_seen,
@@ -747,8 +750,13 @@ def _upsert_rows(bases: dict[tuple, _BaseRow], *, omit_stored: bool) -> tuple[di
                     "has_counters": has_counters,
                 }
             )
+            columns["generic_data"].append(None if stored(hash((key, generic_hash))) else latest.generic_data_json)
+            columns["raw_data"].append(latest.raw_data_json)
+            columns["raw_details"].append(latest.raw_details_json)
+            columns["processed_details"].append(latest.processed_details_json)
             base_row["total"] += instance_count
-    return {"base_rows": base_rows, "instance_rows": instance_rows, "bucket_rows": bucket_rows}, instance_keys
+    tables = {"base_rows": base_rows, "instance_rows": instance_rows, "bucket_rows": bucket_rows}
+    return tables, columns, instance_keys
 
 
 RETRYABLE = (pg_errors.DeadlockDetected, pg_errors.SerializationFailure)
@@ -796,10 +804,11 @@ def write_occurrences(bases: dict[tuple, _BaseRow]) -> dict[tuple, tuple[int, in
 
 
 def _write(bases: dict[tuple, _BaseRow], *, omit_stored: bool) -> dict[tuple, tuple[int, int, int]]:
-    tables, instance_keys = _upsert_rows(bases, omit_stored=omit_stored)
+    tables, columns, instance_keys = _upsert_rows(bases, omit_stored=omit_stored)
     # one base, one instance, one bucket
     statement = PREPARED_UPSERT_ONE if len(tables["bucket_rows"]) == 1 else PREPARED_UPSERT
     parameters = {name: orjson.dumps(rows).decode() for name, rows in tables.items()}
+    parameters.update(columns)
     parameters.update(version=NORMALIZATION_VERSION, default_group=DEFAULT_GROUP_ID, search_cap=SEARCH_TEXT_CAP)
     for attempt in range(5):
         try:

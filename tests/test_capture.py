@@ -201,6 +201,37 @@ def test_it_stores_an_array_and_answers_in_the_same_order(client):
     assert sum(OccurrenceBucket.objects.values_list("count", flat=True)) == 3
 
 
+def test_each_row_of_an_array_gets_its_own_events_data(capture):
+    # Three bases of three instances each, every event with its own message, vars and extra_args: each stored
+    # JSON column must belong to its own row, whatever order the array and the statement's inputs take.
+    events = []
+    for base in (2, 0, 1):
+        for lineno in (3, 1, 2):
+            event = make_event(lineno=lineno, vars={"self": f"<Account at 0x7f00{base}{lineno}00>"})
+            event["event_data"]["raw_data"]["frames"][1]["function"] = f"func{base}"
+            event["event_data"]["message"] = f"base {base} line {lineno}"
+            event["extra_args"] = {"request": f"/pay/{base}/{lineno}", "_token": f"secret {base}{lineno}"}
+            event["configurable_filters"]["extra_args"] = ["extra_args_drop_private"]
+            events.append(event)
+
+    results = capture(events)["results"]
+
+    assert len({r["event_base_id"] for r in results}) == 3
+    assert len({r["event_instance_id"] for r in results}) == 9
+    for event, result in zip(events, results, strict=True):
+        frames = event["event_data"]["raw_data"]["frames"]
+        instance = EventInstance.objects.get(pk=result["event_instance_id"])
+        assert instance.raw_data == event["event_data"]
+        assert instance.raw_details == event["extra_args"]
+        assert instance.processed_details == {"request": event["extra_args"]["request"]}
+        assert instance.generic_data["raw_data"]["frames"][1]["lineno"] == frames[1]["lineno"]
+        assert instance.generic_data["raw_data"]["frames"][1]["vars"] == {"self": "<Account at 0xADDRESS>"}
+        base = EventBase.objects.get(pk=result["event_base_id"])
+        assert base.processed_data["raw_data"]["frames"][1] == {
+            key: value for key, value in frames[1].items() if key not in ("lineno", "vars")
+        }
+
+
 def test_an_array_with_one_bad_item_stores_nothing_and_names_the_index(client):
     events = [make_event(), make_event(event_type=5), make_event()]
     response = post_json(client, "/capture", events)
