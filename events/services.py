@@ -523,8 +523,9 @@ STORED_GENERIC_DATA_OF_INPUT = STORED_GENERIC_DATA.format(identity="instance_bas
 # array of 100 events, 4.5-4.9 ms of its ~20 ms of Python). The large JSON columns (a base's processed
 # data, an instance's generic and raw data and details) go beside their table instead, as one array per
 # column in the rows' order, zipped back by ROWS FROM: PostgreSQL then reads each value once, into its
-# column, where walking them inside the rows' document cost it more. Raw data and details go into json
-# columns (JSONTextField) as the text they are, never built into jsonb.
+# column, instead of walking it inside the rows' document first (an array of 100 new instances: 20.0 ->
+# 17.8 ms of PostgreSQL's CPU, medians, bench/RESULTS.md). Raw data and details go into json columns
+# (JSONTextField) as the text they are, never built into jsonb.
 INPUT_TABLES = """
 base_input AS (
     SELECT * FROM ROWS FROM (
