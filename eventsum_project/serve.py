@@ -7,6 +7,8 @@ Every setting comes from the environment (README, "Settings").
 """
 
 import multiprocessing
+import os
+import signal
 import socket
 import sys
 
@@ -51,12 +53,23 @@ def refuse_a_port_in_use(address: str, port: int) -> None:
             raise ImproperlyConfigured(f"EVENTSUM_BIND={address}:{port} can't be used: {error.strerror}.") from None
 
 
+def stop_at_once() -> None:
+    """Run in each worker as it is forked. A worker starts with the signal handlers of the main process, whose
+    SIGTERM and SIGINT only wake that process's loop, and granian gives it its own once the application has
+    loaded (Django's set-up, about half a second). A stop in between was lost, and the server waited out
+    EVENTSUM_GRACEFUL_TIMEOUT to kill that worker: when stopped just after starting, or while replacing a
+    worker. Until granian's own, the default: a worker that is loading has nothing in flight."""
+    for stop in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(stop, signal.SIG_DFL)
+
+
 def main() -> None:
     try:
         settings = options()
         refuse_a_port_in_use(settings["address"], settings["port"])
     except ImproperlyConfigured as error:
         sys.exit(f"eventsum: {error}")
+    os.register_at_fork(after_in_child=stop_at_once)  # granian forks its workers (multiprocessing's "fork")
     Granian(
         "eventsum_project.wsgi:application",
         interface=Interfaces.WSGI,

@@ -102,3 +102,20 @@ def test_a_killed_worker_is_replaced_and_the_other_keeps_answering():
             "WHERE b.event_name = 'AfterKill'"
         )[0][0]
         assert stored == statuses.count(200)
+
+
+def test_sigterm_while_a_worker_loads_stops_the_server_at_once():
+    # A worker killed is replaced by a new one, which loads the application (Django's set-up) before it serves.
+    # A SIGTERM in that time must stop it too, not leave the server waiting out the graceful timeout to kill it.
+    with LiveStack(workers=2, extra_env={"EVENTSUM_GRACEFUL_TIMEOUT": "120"}) as stack:
+        server = psutil.Process(stack.server.pid)
+        killed, kept = server.children()
+        killed.send_signal(signal.SIGKILL)
+        deadline = time.monotonic() + 30
+        while not (replacements := [c for c in server.children() if c.pid not in (killed.pid, kept.pid)]):
+            assert time.monotonic() < deadline, "no worker replaced the killed one"
+            time.sleep(0.005)
+        stack.server.send_signal(signal.SIGTERM)  # the replacement has only just been forked
+        assert stack.server.wait(timeout=60) == 0  # well before the 120 s after which it would be killed
+        gone, alive = psutil.wait_procs([*replacements, kept], timeout=5)
+        assert not alive
