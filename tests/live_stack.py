@@ -142,10 +142,16 @@ class LiveStack:
         self.close()
 
     def close(self) -> None:
+        try:
+            workers = psutil.Process(self.server.pid).children()
+        except psutil.NoSuchProcess:  # a test stopped it already
+            workers = []
         self.server.terminate()
         try:
             self.server.wait(timeout=30)
         except subprocess.TimeoutExpired:
             self.server.kill()
+        for worker in psutil.wait_procs(workers, timeout=5)[1]:  # none outlives the test, whatever happened
+            worker.kill()
         self.start_database()  # "delete" cleanup stops it cleanly first
         self.pg.cleanup()
