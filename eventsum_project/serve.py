@@ -56,11 +56,13 @@ def refuse_a_port_in_use(address: str, port: int) -> None:
 def stop_at_once() -> None:
     """Run in each worker as it is forked. A worker starts with the signal handlers of the main process, whose
     SIGTERM and SIGINT only wake that process's loop, and granian gives it its own once the application has
-    loaded (Django's set-up, about half a second). A stop in between was lost, and the server waited out
-    EVENTSUM_GRACEFUL_TIMEOUT to kill that worker: when stopped just after starting, or while replacing a
-    worker. Until granian's own, the default: a worker that is loading has nothing in flight."""
-    for stop in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(stop, signal.SIG_DFL)
+    loaded (Django's set-up, about half a second). The main process's SIGTERM in between was lost, and it
+    waited out EVENTSUM_GRACEFUL_TIMEOUT to kill that worker: when stopped just after starting, or while
+    replacing a worker. Until granian's own handlers, a SIGTERM ends the worker at once (it has nothing in
+    flight), and a SIGINT is left to the main process, which a Ctrl-C reaches too and which then stops it:
+    a worker gone before it asked would be logged as a crash."""
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def main() -> None:

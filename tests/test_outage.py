@@ -104,9 +104,9 @@ def test_a_killed_worker_is_replaced_and_the_other_keeps_answering():
         assert stored == statuses.count(200)
 
 
-def test_sigterm_while_a_worker_loads_stops_the_server_at_once():
+def test_a_sigterm_while_a_worker_loads_stops_the_server_at_once():
     # A worker killed is replaced by a new one, which loads the application (Django's set-up) before it serves.
-    # A SIGTERM in that time must stop it too, not leave the server waiting out the graceful timeout to kill it.
+    # A stop in that time must end it too, not leave the server waiting out the graceful timeout to kill it.
     with LiveStack(workers=2, extra_env={"EVENTSUM_GRACEFUL_TIMEOUT": "120"}) as stack:
         server = psutil.Process(stack.server.pid)
         killed, kept = server.children()
