@@ -53,7 +53,7 @@ def refuse_a_port_in_use(address: str, port: int) -> None:
             raise ImproperlyConfigured(f"EVENTSUM_BIND={address}:{port} can't be used: {error.strerror}.") from None
 
 
-def stop_at_once() -> None:
+def loading_worker_signals() -> None:
     """Run in each worker as it is forked. A worker starts with the signal handlers of the main process, whose
     SIGTERM and SIGINT only wake that process's loop, and granian gives it its own once the application has
     loaded (Django's set-up, about half a second). The main process's SIGTERM in between was lost, and it
@@ -71,7 +71,7 @@ def main() -> None:
         refuse_a_port_in_use(settings["address"], settings["port"])
     except ImproperlyConfigured as error:
         sys.exit(f"eventsum: {error}")
-    os.register_at_fork(after_in_child=stop_at_once)  # granian forks its workers (multiprocessing's "fork")
+    os.register_at_fork(after_in_child=loading_worker_signals)  # granian forks its workers (multiprocessing's "fork")
     Granian(
         "eventsum_project.wsgi:application",
         interface=Interfaces.WSGI,
