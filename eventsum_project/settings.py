@@ -69,7 +69,9 @@ SESSION_ENGINE = "events.sessions"  # Django's database sessions, with the cooki
 
 ROOT_URLCONF = "eventsum_project.urls"
 WSGI_APPLICATION = "eventsum_project.wsgi.application"
-APPEND_SLASH = False  # every API path answers with and without the slash, without redirects
+# Every API path answers with and without its slash (eventsum_project/urls.py), so only a path that is found
+# with the slash alone, the admin's, is redirected to it: /admin typed in a browser opens the admin.
+APPEND_SLASH = True
 
 TEMPLATES = [
     {

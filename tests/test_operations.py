@@ -12,6 +12,7 @@ from io import StringIO
 from pathlib import Path
 
 import pytest
+from django.contrib.auth.models import User
 from django.core.management import call_command
 
 from events.models import EventBase, EventInstance, OccurrenceBucket
@@ -33,6 +34,48 @@ def test_every_answer_is_json_whatever_the_accept_header_asks_for(anonymous):
     assert response.status_code == 200
     assert response["Content-Type"] == "application/json"
     assert response.json() == {"status": "ok"}
+
+
+API_PATHS = [
+    "/health",
+    "/metrics",
+    "/schema",
+    "/services",
+    "/environments",
+    "/groups",
+    "/groups/0",
+    "/search",
+    "/detail",
+    "/assign_group",
+]
+
+
+@pytest.mark.parametrize("path", API_PATHS)
+def test_each_api_path_answers_the_same_with_and_without_its_slash_and_never_redirects(superuser, path):
+    bare, slashed = superuser.get(path), superuser.get(path + "/")
+    assert bare.status_code not in (301, 302, 307, 308)
+    assert (slashed.status_code, slashed["Content-Type"]) == (bare.status_code, bare["Content-Type"])
+
+
+def test_an_unknown_path_is_a_json_404_with_or_without_a_slash(anonymous):
+    for path in ("/nothing", "/nothing/", "/searches"):
+        response = anonymous.get(path)
+        assert (response.status_code, response.json()) == (404, {"detail": f"Not found: {path}"})
+
+
+@pytest.mark.parametrize(
+    ("path", "location"),
+    [
+        ("/admin", "/admin/"),
+        ("/admin/events/eventbase", "/admin/events/eventbase/"),
+        ("/admin/password_change", "/admin/password_change/"),
+    ],
+)
+def test_the_admin_typed_without_its_slash_is_redirected_to_it(superuser, path, location):
+    superuser.force_login(User.objects.get(username="root"))  # the admin is a session's, not a token's
+    response = superuser.get(path)
+    assert (response.status_code, response["Location"]) == (301, location)
+    assert superuser.get(location).status_code == 200
 
 
 def test_health_is_503_when_the_database_does_not_answer(anonymous, monkeypatch):
