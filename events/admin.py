@@ -26,9 +26,10 @@ from events.admin_views import (
 )
 from events.filters import HASH_PATTERN, keyword_condition
 from events.models import DEFAULT_GROUP_ID, Environment, EventBase, EventGroup, EventInstance, Service, normalize_name
-from events.services import BASE_COLUMNS_OF, delete_unused, sanitize, with_bases
+from events.services import BASE_COLUMNS_OF, delete_unused, with_bases
 from events.timeparse import format_time
 from events.triage import TriageInvalid, assign_groups, assign_selection, delete_group, group_kept, record_history
+from grouping.pipeline import sanitize
 
 
 class EventTypeFilter(admin.SimpleListFilter):

@@ -28,7 +28,7 @@ from events.quoting import ITEMS_LISTED, listed, quoted
 from events.timeparse import bucket_seconds, bucket_start, parse_time
 from grouping.hashing import compact_json
 from grouping.memo import BoundedMemo
-from grouping.pipeline import NORMALIZATION_VERSION, STAGES, FilterFailed, grouping_counters, normalize
+from grouping.pipeline import NORMALIZATION_VERSION, STAGES, FilterFailed, grouping_counters, normalize, sanitize
 from grouping.registry import FILTERS, GROUPINGS, unknown_filters, unknown_groupings
 from grouping.search_text import static_search_text, trigrams_of
 
@@ -180,7 +180,6 @@ def prepare_event(payload, received_at: datetime) -> PreparedEvent:
         )
         raw_data_json = compact_json(event_data)
         raw_details_json = compact_json(extra_args)
-        processed_details_json = compact_json(normalized.processed_details)
     except FilterFailed as error:
         key = "configurable_groupings" if error.stage == "grouping" else "configurable_filters"
         raise CaptureInvalid({key: [str(error)]}) from None
@@ -206,7 +205,7 @@ def prepare_event(payload, received_at: datetime) -> PreparedEvent:
         generic_data_hash=normalized.generic_data_hash,
         raw_data_json=raw_data_json,
         raw_details_json=raw_details_json,
-        processed_details_json=processed_details_json,
+        processed_details_json=normalized.processed_details_json,
         filters_json=compact_json(filters),
         counters=counters,
     )
@@ -977,21 +976,4 @@ def _finite_float(text: str) -> float:
     value = float(text)
     if value in (float("inf"), float("-inf")):
         raise ValueError(f"number {text[:40]} is out of range")
-    return value
-
-
-def sanitize(value):
-    """NUL can't be stored by PostgreSQL and lone surrogates can't be encoded: both become U+FFFD."""
-    if isinstance(value, str):
-        if "\x00" in value:
-            value = value.replace("\x00", "\ufffd")
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError:
-            value = value.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
-        return value
-    if isinstance(value, dict):
-        return {sanitize(key): sanitize(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [sanitize(item) for item in value]
     return value

@@ -32,6 +32,7 @@ class Normalized:
     processed_data_json: str
     processed_data_hash: str
     processed_details: dict
+    processed_details_json: str
 
     @property
     def processed_data(self) -> dict:
@@ -46,6 +47,43 @@ def message_text(event_data: dict) -> str:
     if isinstance(message, str):
         return message
     return compact_json(message)
+
+
+def sanitize(value):
+    """NUL can't be stored by PostgreSQL and lone surrogates can't be encoded: both become U+FFFD."""
+    if isinstance(value, str):
+        if "\x00" in value:
+            value = value.replace("\x00", "\ufffd")
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            value = value.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+        return value
+    if isinstance(value, dict):
+        return {sanitize(key): sanitize(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [sanitize(item) for item in value]
+    return value
+
+
+def storable_json(data, dumps) -> tuple:
+    """`data` and its JSON text from `dumps`, with any NUL or lone surrogate made U+FFFD first. A capture's
+    input has them replaced when it is parsed, so only a filter or a grouping (application code) can bring
+    them back; stored as they are, PostgreSQL would refuse the whole capture. Checking the text costs a
+    scan; walking the data would cost much more, and is done only when the text holds one."""
+    text = dumps(data)
+    if "\\u0000" in text or (not text.isascii() and not _encodes(text)):
+        data = sanitize(data)
+        text = dumps(data)
+    return data, text
+
+
+def _encodes(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate, which the standard library's encoder writes as it is
+        return False
+    return True
 
 
 def run_filters(stage: str, names: list[str], data):
@@ -70,7 +108,7 @@ _processed_memo = BoundedMemo(1_000, weigh=lambda entry: len(entry[0]), budget=3
 
 def _processed(generic_data: dict, generic_hash: str, base_filters: tuple[str, ...]) -> tuple[str, str]:
     def compute() -> tuple[str, str]:
-        processed_json = canonical_json(run_filters("base", base_filters, generic_data))
+        _, processed_json = storable_json(run_filters("base", base_filters, generic_data), canonical_json)
         return processed_json, hash_text(processed_json)
 
     return _processed_memo.get((generic_hash, base_filters), compute)
@@ -82,9 +120,12 @@ def normalize(event_data: dict, extra_args: dict, filters: dict[str, list[str]])
         generic_data = {key: value for key, value in instance_data.items() if key != "message"}
     else:
         generic_data = {"raw_data": instance_data}
-    generic_json = canonical_json(generic_data)
+    generic_data, generic_json = storable_json(generic_data, canonical_json)
     generic_hash = hash_text(generic_json)
     processed_json, processed_hash = _processed(generic_data, generic_hash, tuple(filters.get("base", ())))
+    details, details_json = storable_json(
+        run_filters("extra_args", filters.get("extra_args", ()), extra_args), compact_json
+    )
     return Normalized(
         message=message_text(event_data),
         generic_data=generic_data,
@@ -92,7 +133,8 @@ def normalize(event_data: dict, extra_args: dict, filters: dict[str, list[str]])
         generic_data_hash=generic_hash,
         processed_data_json=processed_json,
         processed_data_hash=processed_hash,
-        processed_details=run_filters("extra_args", filters.get("extra_args", ()), extra_args),
+        processed_details=details,
+        processed_details_json=details_json,
     )
 
 
@@ -109,7 +151,10 @@ def grouping_counters(names: list[str], event: dict) -> dict[str, dict[str, floa
             isinstance(key, str) and is_finite_number(value) for key, value in increments.items()
         ):
             raise FilterFailed("grouping", name, TypeError("must return {str: finite number}"))
-        counters[name] = increments
+        counters[name] = storable = {}
+        for key, value in increments.items():
+            key = sanitize(key)  # a NUL or lone surrogate, as in filters' output; two keys may become one
+            storable[key] = storable.get(key, 0) + value
     return counters
 
 

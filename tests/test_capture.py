@@ -6,7 +6,7 @@ from django.db import connection
 
 from events.models import Environment, EventBase, EventGroup, EventInstance, OccurrenceBucket, Service
 from events.services import capture_events
-from grouping.registry import FILTERS, register_filter
+from grouping.registry import FILTERS, GROUPINGS, register_filter, register_grouping
 from tests.conftest import EXAMPLE_EVENT, assert_totals_match_buckets, make_event, post_json
 
 pytestmark = pytest.mark.django_db
@@ -395,6 +395,58 @@ def test_nul_characters_and_lone_surrogates_are_stored_as_replacement_characters
     instance = EventInstance.objects.get()
     assert instance.latest_message == "a\ufffdb"
     assert instance.raw_details == {"k\ufffd": "\ufffdx"}
+
+
+UNSTORABLE = {"nul": "\x00", "lone-surrogate": "\ud800"}
+
+
+@pytest.fixture
+def own_registrations():
+    """Filters and groupings a test registers are gone after it."""
+    before = dict(FILTERS), dict(GROUPINGS)
+    yield
+    for registry, kept in zip((FILTERS, GROUPINGS), before, strict=True):
+        registry.clear()
+        registry.update(kept)
+
+
+@pytest.mark.parametrize("char", UNSTORABLE.values(), ids=UNSTORABLE)
+@pytest.mark.parametrize(
+    ("stage", "stored"),
+    [
+        ("instance", lambda instance: instance.generic_data),
+        ("base", lambda instance: instance.event_base.processed_data),
+        ("extra_args", lambda instance: instance.processed_details),
+    ],
+    ids=["instance", "base", "extra_args"],
+)
+def test_a_filter_bringing_a_character_postgresql_cant_store_has_it_stored_replaced(
+    client, reader, own_registrations, char, stage, stored
+):
+    # Input has NUL and lone surrogates replaced when parsed; a filter is application code and can add them.
+    name = f"test_adds_{stage}_{ord(char)}"  # one name per function: processed data is remembered per name
+    register_filter(name)(lambda data: {**data, f"key{char}": [f"value{char}"]})
+    response = post_json(client, "/capture", make_event(configurable_filters={stage: [name]}))
+    assert response.status_code == 200, response.content
+    assert stored(EventInstance.objects.get())["key\ufffd"] == ["value\ufffd"]
+    assert reader.get("/detail", {"event_id": response.json()["event_instance_id"]}).status_code == 200
+
+
+@pytest.mark.parametrize("char", UNSTORABLE.values(), ids=UNSTORABLE)
+def test_a_groupings_key_postgresql_cant_store_is_counted_under_its_replacement(client, own_registrations, char):
+    name = f"test_counts_{ord(char)}"
+    register_grouping(name)(lambda event: {f"k{char}": 1, "k\ufffd": 2})
+    for _ in range(2):
+        assert post_json(client, "/capture", make_event(configurable_groupings=[name])).status_code == 200
+    assert OccurrenceBucket.objects.get().counters == {name: {"k\ufffd": 6}}
+
+
+def test_a_filter_whose_output_is_not_json_is_a_400_and_nothing_is_stored(client, own_registrations):
+    register_filter("test_adds_a_set")(lambda data: {**data, "tags": {"a", "b"}})
+    response = post_json(client, "/capture", make_event(configurable_filters={"instance": ["test_adds_a_set"]}))
+    assert response.status_code == 400
+    assert response.json() == {"configurable_filters": ["The filters produced data that is not JSON: set is not JSON"]}
+    assert not EventBase.objects.exists()
 
 
 def test_huge_integers_and_deep_but_legal_nesting_are_stored(client):
