@@ -61,7 +61,7 @@ def sanitize(value):
         return value
     if isinstance(value, dict):
         return {sanitize(key): sanitize(item) for key, item in value.items()}
-    if isinstance(value, list):
+    if isinstance(value, list | tuple):  # a tuple only from a filter: JSON writes it as an array
         return [sanitize(item) for item in value]
     return value
 
