@@ -66,13 +66,14 @@ def sanitize(value):
     return value
 
 
-def storable_json(data, dumps) -> tuple:
+def storable_json(data, dumps, *, filtered: bool) -> tuple:
     """`data` and its JSON text from `dumps`, with any NUL or lone surrogate made U+FFFD first. A capture's
     input has them replaced when it is parsed, so only a filter or a grouping (application code) can bring
-    them back; stored as they are, PostgreSQL would refuse the whole capture. Checking the text costs a
-    scan; walking the data would cost much more, and is done only when the text holds one."""
+    them back: the text is checked only when a filter made `data`. Stored as they are, PostgreSQL would
+    refuse the whole capture. Checking the text costs a scan; walking the data would cost much more, and is
+    done only when the text holds one."""
     text = dumps(data)
-    if "\\u0000" in text or (not text.isascii() and not _encodes(text)):
+    if filtered and ("\\u0000" in text or (not text.isascii() and not _encodes(text))):
         data = sanitize(data)
         text = dumps(data)
     return data, text
@@ -108,7 +109,8 @@ _processed_memo = BoundedMemo(1_000, weigh=lambda entry: len(entry[0]), budget=3
 
 def _processed(generic_data: dict, generic_hash: str, base_filters: tuple[str, ...]) -> tuple[str, str]:
     def compute() -> tuple[str, str]:
-        _, processed_json = storable_json(run_filters("base", base_filters, generic_data), canonical_json)
+        processed = run_filters("base", base_filters, generic_data)
+        _, processed_json = storable_json(processed, canonical_json, filtered=bool(base_filters))
         return processed_json, hash_text(processed_json)
 
     return _processed_memo.get((generic_hash, base_filters), compute)
@@ -120,12 +122,11 @@ def normalize(event_data: dict, extra_args: dict, filters: dict[str, list[str]])
         generic_data = {key: value for key, value in instance_data.items() if key != "message"}
     else:
         generic_data = {"raw_data": instance_data}
-    generic_data, generic_json = storable_json(generic_data, canonical_json)
+    generic_data, generic_json = storable_json(generic_data, canonical_json, filtered=bool(filters.get("instance")))
     generic_hash = hash_text(generic_json)
     processed_json, processed_hash = _processed(generic_data, generic_hash, tuple(filters.get("base", ())))
-    details, details_json = storable_json(
-        run_filters("extra_args", filters.get("extra_args", ()), extra_args), compact_json
-    )
+    details = run_filters("extra_args", filters.get("extra_args", ()), extra_args)
+    details, details_json = storable_json(details, compact_json, filtered=bool(filters.get("extra_args")))
     return Normalized(
         message=message_text(event_data),
         generic_data=generic_data,
